@@ -1,0 +1,31 @@
+"""meanfield_jax: residual networks as dynamical systems on their data, in JAX.
+
+Particles (the ResNet), the kinetic (Vlasov / Fokker–Planck) equation of their density, and the moment
+equations, all jit-compiled and differentiable.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .activations import ACTIVATIONS, get_activation
+from .field import NeuralField
+from .grid import Grid1D, Grid2D
+from .moments import moment_ode, moments, particle_moments
+from .particles import resnet_forward
+
+try:
+    __version__ = version("meanfield-jax")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without installing
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "ACTIVATIONS",
+    "Grid1D",
+    "Grid2D",
+    "NeuralField",
+    "__version__",
+    "get_activation",
+    "moment_ode",
+    "moments",
+    "particle_moments",
+    "resnet_forward",
+]

@@ -1,0 +1,148 @@
+"""Moments of particle clouds and densities, and the exact moment dynamics for identity activation.
+
+Raw moments m_k = ∫ x^k f dx. For σ(z) = z, a drift w x + b(t) and diffusion K (constant) in 1-D,
+
+    dm_k/dt = k w m_k + k b(t) m_{k−1} + k (k − 1) K m_{k−2},
+
+a closed (lower-triangular) system. It is solved exactly by splitting into the mean μ = m1/m0 and the
+central moments c_k = ∫ (x − μ)^k f dx / m0, which do not see the bias at all:
+
+    dμ/dt = (w + β) μ + b,                 (β: feedback bias b(t) = b + β m1/m0)
+    dc_k/dt = k w c_k + k (k − 1) K c_{k−2},   c_0 = 1, c_1 = 0,
+
+so μ(t) = e^{(w+β)t} μ(0) + b (e^{(w+β)t} − 1)/(w + β), c(t) = exp(A t) c(0) with the constant matrix A,
+and m_k = m0 Σ_j C(k, j) μ^{k−j} c_j. In particular V = c_2 obeys V(t) = V∞ + (V(0) − V∞) e^{2wt} with
+V∞ = −K/w, for every bias.
+"""
+
+from __future__ import annotations
+
+from math import comb
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import expm
+from jaxtyping import Array, ArrayLike
+
+__all__ = ["central_to_raw", "moment_ode", "moments", "particle_moments", "raw_to_central"]
+
+
+def _check_order(order: int) -> int:
+    if isinstance(order, bool) or not isinstance(order, int) or order < 0:
+        raise ValueError(f"order must be a non-negative integer, got order={order!r}")
+    return order
+
+
+def particle_moments(x: ArrayLike, order: int = 2) -> Array:
+    """Raw moments [m0 = 1, m1, …, m_order] of the empirical measure (1/n) Σ δ_{x_i}.
+
+    x of shape (n,) gives shape (order + 1,); x of shape (n, d) gives (order + 1, d), the moments of each
+    coordinate separately (use :func:`jnp.cov` for cross moments).
+    """
+    order = _check_order(order)
+    x = jnp.asarray(x)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"x must have shape (n,) or (n, d), got shape {tuple(x.shape)}")
+    return jnp.stack([jnp.mean(x**k, axis=0) for k in range(order + 1)])
+
+
+def moments(f: ArrayLike, grid, order: int = 2) -> Array:
+    """Raw moments of a density given by cell averages on ``grid``.
+
+    1-D (f of shape (..., n)): [m0, …, m_order], shape (order + 1, ...), m_k = Σ_i x_i^k f_i Δx (the
+    midpoint rule; exact for k ≤ 1 on cell averages).
+    2-D (f of shape (..., nx, ny)): a dict with ``mass`` m0, ``mean`` (2,) and, for order ≥ 2,
+    ``covariance`` (2, 2) — each with the leading batch axes of f first — and ``raw``: the list of arrays
+    [m_{p,q}] for p + q ≤ order, indexed raw[p][q].
+    """
+    order = _check_order(order)
+    f = jnp.asarray(f)
+    if grid.d == 1:
+        if f.shape[-1:] != grid.shape:
+            raise ValueError(f"f must have trailing shape {grid.shape} for this grid, got {tuple(f.shape)}")
+        return jnp.stack([grid.integrate(f * grid.x**k) for k in range(order + 1)])
+    if f.shape[-2:] != grid.shape:
+        raise ValueError(f"f must have trailing shape {grid.shape} for this grid, got {tuple(f.shape)}")
+    X, Y = grid.mesh()
+    raw = [[grid.integrate(f * X**p * Y**q) for q in range(order + 1 - p)] for p in range(order + 1)]
+    out: dict = {"raw": raw, "mass": raw[0][0]}
+    if order >= 1:
+        m0 = raw[0][0]
+        mean = jnp.stack([raw[1][0] / m0, raw[0][1] / m0], axis=-1)
+        out["mean"] = mean
+        if order >= 2:
+            mx, my = mean[..., 0], mean[..., 1]
+            cxx = raw[2][0] / m0 - mx**2
+            cyy = raw[0][2] / m0 - my**2
+            cxy = raw[1][1] / m0 - mx * my
+            out["covariance"] = jnp.stack([jnp.stack([cxx, cxy], -1), jnp.stack([cxy, cyy], -1)], -2)
+    return out
+
+
+def raw_to_central(m: ArrayLike) -> tuple[Array, Array, Array]:
+    """(m0, μ, c) from raw moments m = [m0, m1, …, mK] (leading axis): c_j = ∫ (x − μ)^j f / m0."""
+    m = jnp.asarray(m)
+    m0 = m[0]
+    mu = m[1] / m0
+    K = m.shape[0] - 1
+    c = [sum(comb(j, i) * (m[i] / m0) * (-mu) ** (j - i) for i in range(j + 1)) for j in range(K + 1)]
+    return m0, mu, jnp.stack(c)
+
+
+def central_to_raw(m0: ArrayLike, mu: ArrayLike, c: ArrayLike) -> Array:
+    """Raw moments m_k = m0 Σ_j C(k, j) μ^{k−j} c_j from central moments c (leading axis)."""
+    c = jnp.asarray(c)
+    K = c.shape[0] - 1
+    return jnp.stack([m0 * sum(comb(k, j) * mu ** (k - j) * c[j] for j in range(k + 1)) for k in range(K + 1)])
+
+
+def _expm1_over(a: Array, t: Array) -> Array:
+    """(e^{a t} − 1)/a, equal to t at a = 0 (differentiable there)."""
+    safe = jnp.where(a == 0, 1.0, a)
+    return jnp.where(a == 0, t, jnp.expm1(safe * t) / safe)
+
+
+def moment_ode(
+    w: ArrayLike,
+    b: ArrayLike,
+    m_init: ArrayLike,
+    ts: ArrayLike,
+    feedback: float | None = None,
+    diffusion: float = 0.0,
+) -> Array:
+    """Exact raw-moment trajectories of ∂_t f + ∂_x((w x + b + β m1/m0) f) = K ∂²_x f (1-D, identity σ).
+
+    Args:
+        w, b: constant weight and bias.
+        m_init: raw moments [m0, m1, …, mK] at t = 0 (K ≥ 1).
+        ts: times, shape (k,).
+        feedback: β, or None for no feedback.
+        diffusion: K ≥ 0 (0 for the Vlasov equation).
+
+    Returns:
+        Array of shape (len(ts), K + 1): m_j(t_i).
+    """
+    m_init = jnp.asarray(m_init)
+    if m_init.ndim != 1 or m_init.shape[0] < 2:
+        raise ValueError(f"m_init must be [m0, m1, ...] with at least two entries, got shape {m_init.shape}")
+    if float(diffusion) < 0:
+        raise ValueError(f"diffusion must be >= 0, got diffusion={diffusion}")
+    dtype = jnp.result_type(m_init.dtype, float)
+    w = jnp.asarray(w, dtype)
+    b = jnp.asarray(b, dtype)
+    K = jnp.asarray(diffusion, dtype)
+    ts = jnp.atleast_1d(jnp.asarray(ts, dtype))
+    beta = 0.0 if feedback is None else float(feedback)
+    order = m_init.shape[0] - 1
+
+    m0, mu0, c0 = raw_to_central(m_init)
+    a = w + beta
+    mu = jnp.exp(a * ts) * mu0 + b * _expm1_over(a, ts)
+    # dc_k/dt = k w c_k + k (k-1) K c_{k-2}
+    A = jnp.zeros((order + 1, order + 1), dtype)
+    for k in range(order + 1):
+        A = A.at[k, k].set(k * w)
+        if k >= 2:
+            A = A.at[k, k - 2].set(k * (k - 1) * K)
+    c = jax.vmap(lambda t: expm(A * t) @ c0)(ts)
+    return central_to_raw(m0, mu, c.T).T
