@@ -7,7 +7,7 @@ equations, all jit-compiled and differentiable.
 from importlib.metadata import PackageNotFoundError, version
 
 from .activations import ACTIVATIONS, get_activation
-from .field import NeuralField
+from .field import AbstractField, NeuralField
 from .grid import Grid1D, Grid2D
 from .moments import moment_ode, moments, particle_moments
 from .particles import resnet_forward
@@ -19,6 +19,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "ACTIVATIONS",
+    "AbstractField",
     "Grid1D",
     "Grid2D",
     "NeuralField",

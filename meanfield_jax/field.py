@@ -16,13 +16,15 @@ mean for particles and the density's m1/m0 for the kinetic solvers; it is passed
 
 from __future__ import annotations
 
+import abc
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
 from .activations import Activation, get_activation
 
-__all__ = ["NeuralField"]
+__all__ = ["AbstractField", "NeuralField"]
 
 
 def _as_float_array(value: ArrayLike, name: str) -> Array:
@@ -73,7 +75,52 @@ def _normalise_shapes(W: Array, b: Array) -> tuple[Array, Array]:
     return W.astype(dtype), b.astype(dtype)
 
 
-class NeuralField(eqx.Module):
+class AbstractField(eqx.Module):
+    """A velocity field F(t, x) that is constant on each of L layer intervals [l Δt, (l + 1) Δt), Δt = T / L.
+
+    Solvers only use this interface: ``d``, ``num_layers``, ``dt``, ``T``, ``feedback``,
+    ``layer_velocity(l, x, mean)`` and ``enter_layer(l, x)``, the state map applied to the data as they
+    enter layer l (the identity for a plain ResNet; width-varying fields zero the dropped components).
+    """
+
+    T: eqx.AbstractVar[float]
+    feedback: eqx.AbstractVar[float | None]
+
+    @property
+    @abc.abstractmethod
+    def d(self) -> int:
+        """Dimension of the state."""
+
+    @property
+    @abc.abstractmethod
+    def num_layers(self) -> int:
+        """Number of layers L."""
+
+    @property
+    def dt(self) -> float:
+        """Layer step Δt = T / L."""
+        return self.T / self.num_layers
+
+    def layer_index(self, t: ArrayLike) -> Array:
+        """Index l of the layer active at time t, i.e. t ∈ [l Δt, (l + 1) Δt), clipped to [0, L − 1]."""
+        l = jnp.floor(jnp.asarray(t) / self.dt).astype(jnp.int32)
+        return jnp.clip(l, 0, self.num_layers - 1)
+
+    @abc.abstractmethod
+    def layer_velocity(self, l: ArrayLike, x: ArrayLike, mean: ArrayLike | None = None) -> Array:
+        """F on layer l at points x of shape (..., d)."""
+
+    def enter_layer(self, l: ArrayLike, x: Array) -> Array:
+        """The state as it enters layer l (identity by default)."""
+        del l
+        return x
+
+    def velocity(self, t: ArrayLike, x: ArrayLike, mean: ArrayLike | None = None) -> Array:
+        """F(t, x) for points x of shape (..., d)."""
+        return self.layer_velocity(self.layer_index(t), x, mean)
+
+
+class NeuralField(AbstractField):
     """F(t, x) = σ(W(t) x + b(t) [+ β m1/m0]) with W, b piecewise constant over L layers on [0, T].
 
     Args:
@@ -156,19 +203,9 @@ class NeuralField(eqx.Module):
         return self.W.shape[0]
 
     @property
-    def dt(self) -> float:
-        """Layer step Δt = T / L."""
-        return self.T / self.num_layers
-
-    @property
     def sigma(self) -> Activation:
         """The activation (σ, σ')."""
         return get_activation(self.activation)
-
-    def layer_index(self, t: ArrayLike) -> Array:
-        """Index l of the layer active at time t, i.e. t ∈ [l Δt, (l + 1) Δt), clipped to [0, L − 1]."""
-        l = jnp.floor(jnp.asarray(t) / self.dt).astype(jnp.int32)
-        return jnp.clip(l, 0, self.num_layers - 1)
 
     def layer_bias(self, l: ArrayLike, mean: ArrayLike | None = None) -> Array:
         """Bias b_l, plus β · mean when the field has feedback (``mean`` is then required)."""
@@ -184,7 +221,3 @@ class NeuralField(eqx.Module):
         x = jnp.asarray(x)
         z = jnp.einsum("ij,...j->...i", self.W[l], x) + self.layer_bias(l, mean)
         return self.sigma.fn(z)
-
-    def velocity(self, t: ArrayLike, x: ArrayLike, mean: ArrayLike | None = None) -> Array:
-        """F(t, x) = σ(W(t) x + b(t)) for points x of shape (..., d)."""
-        return self.layer_velocity(self.layer_index(t), x, mean)

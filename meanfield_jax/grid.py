@@ -1,6 +1,6 @@
 """Uniform Cartesian finite-volume grids in 1-D and 2-D.
 
-Cell i of a 1-D grid on [lo, hi] with n cells is [x_{i−1/2}, x_{i+1/2}] with x_{i±1/2} = lo + (i + 1/2 ± 1/2) Δx
+Cell i of a 1-D grid on [lo, hi] with n cells is [x_{i−1/2}, x_{i+1/2}], x_{i±1/2} = lo + (i + 1/2 ± 1/2) Δx,
 and Δx = (hi − lo)/n; the unknowns are cell averages f_i = (1/Δx) ∫_cell f. Integrals are the midpoint sum
 Σ_i f_i Δx, which is exact for cell averages. ``project`` computes cell averages of a function by
 Gauss–Legendre quadrature on each cell (exact for polynomials of degree 2q − 1 with q nodes).

@@ -93,7 +93,8 @@ def central_to_raw(m0: ArrayLike, mu: ArrayLike, c: ArrayLike) -> Array:
     """Raw moments m_k = m0 Σ_j C(k, j) μ^{k−j} c_j from central moments c (leading axis)."""
     c = jnp.asarray(c)
     K = c.shape[0] - 1
-    return jnp.stack([m0 * sum(comb(k, j) * mu ** (k - j) * c[j] for j in range(k + 1)) for k in range(K + 1)])
+    raw = [m0 * sum(comb(k, j) * mu ** (k - j) * c[j] for j in range(k + 1)) for k in range(K + 1)]
+    return jnp.stack(raw)
 
 
 def _expm1_over(a: Array, t: Array) -> Array:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from .field import NeuralField
+from .field import AbstractField
 
 __all__ = ["resnet_forward"]
 
@@ -59,14 +59,15 @@ def _diffusion_values(diffusion: Diffusion, x: Array) -> Array:
     return jnp.asarray(diffusion, x.dtype)
 
 
-def euler_step(field: NeuralField, l: Array, x: Array) -> Array:
-    """One ResNet layer x + Δt σ(W_l x + b_l) for x of shape (n, d)."""
+def euler_step(field: AbstractField, l: Array, x: Array) -> Array:
+    """One ResNet layer x + Δt σ(W_l x + b_l) for x of shape (n, d) (after the field's ``enter_layer``)."""
+    x = field.enter_layer(l, x)
     mean = jnp.mean(x, axis=0) if field.feedback is not None else None
     return x + field.dt * field.layer_velocity(l, x, mean)
 
 
 def resnet_forward(
-    field: NeuralField,
+    field: AbstractField,
     x0: ArrayLike,
     save_every: int | None = None,
     diffusion: Diffusion | None = None,
@@ -75,7 +76,7 @@ def resnet_forward(
     """Push samples through the L layers of ``field``.
 
     Args:
-        field: the :class:`NeuralField` (W, b per layer, activation, T).
+        field: the :class:`NeuralField` (W, b per layer, activation, T), or any AbstractField.
         x0: samples of shape (n, d); shape (n,) is accepted when d = 1 and the result then has no
             trailing axis either.
         save_every: if given (k), return the states after layers 0, k, 2k, …, L, shape (L//k + 1, n, d);
@@ -87,8 +88,8 @@ def resnet_forward(
     Returns:
         x_L of shape (n, d), or the saved trajectory.
     """
-    if not isinstance(field, NeuralField):
-        raise TypeError(f"field must be a NeuralField, got {type(field).__name__}")
+    if not isinstance(field, AbstractField):
+        raise TypeError(f"field must be a NeuralField (or another AbstractField), got {type(field).__name__}")
     x0 = jnp.asarray(x0)
     squeeze = False
     if x0.ndim == 1 and field.d == 1:
