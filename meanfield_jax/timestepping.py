@@ -1,0 +1,168 @@
+"""Fixed-length, differentiable time loops that land exactly on save times and layer boundaries.
+
+The PDE solvers advance a state with a one-step map ``step(state, t, Δt)`` (an SSP Runge–Kutta step, say).
+The velocity field is piecewise constant in time (layer l on [l Δt_L, (l + 1) Δt_L)), so a step must not
+straddle a layer boundary, and the solution is wanted exactly at the save times. Let the *stops*
+τ_1 < τ_2 < … be the union of the save times and the layer boundaries. From t_k the loop takes
+
+    Δt_k = min(Δt_max, τ_next − t_k),   t_{k+1} = τ_next if Δt_max ≥ τ_next − t_k else t_k + Δt_max,
+
+so every stop is hit exactly (t is snapped onto it, not accumulated), and Δt_max is the CFL step. A
+remainder within 16 ulp of the stop counts as a hit, so round-off in t + Δt never creates a sliver step.
+
+The loop is a ``lax.scan`` of fixed length per save interval, as in diffrax: the length is computed from
+Δt_max when it is concrete, and from ``max_steps`` when Δt_max is traced (under ``jax.grad`` the field, hence
+the CFL step, is traced). Steps past the end of an interval have Δt_k = 0 and are skipped with ``lax.cond``;
+both paths do the same arithmetic, so derivatives equal finite differences of the concrete solver. Running
+out of ``max_steps`` is a runtime error naming it. With ``adjoint="checkpointed"`` the inner loop is split
+into √n blocks of √n steps under ``jax.checkpoint``: reverse-mode memory grows like √n instead of n,
+at the price of one extra forward pass; ``"direct"`` stores every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+__all__ = ["ADJOINTS", "integrate", "resolve_save_times"]
+
+ADJOINTS = ("checkpointed", "direct")
+State = Any
+Step = Callable[[State, Array, Array], State]
+
+
+def resolve_save_times(t_final: float | None, save_at: ArrayLike | None, default_final: float) -> np.ndarray:
+    """The sorted save times: ``save_at`` if given, else [0, t_final]; t_final defaults to the field's T."""
+    if t_final is None:
+        t_final = default_final
+    try:
+        t_final = float(t_final)
+    except TypeError as exc:
+        raise TypeError(f"t_final must be a number, got {type(t_final).__name__}") from exc
+    if not (math.isfinite(t_final) and t_final > 0):
+        raise ValueError(f"t_final must be a finite positive time, got t_final={t_final}")
+    if save_at is None:
+        return np.array([0.0, t_final])
+    save = np.atleast_1d(np.asarray(save_at, dtype=float))
+    if save.ndim != 1 or save.size == 0:
+        raise ValueError(f"save_at must be a non-empty 1-D list of times, got {save_at!r}")
+    if not np.all(np.isfinite(save)) or np.any(save < 0):
+        raise ValueError(f"save_at must hold finite times >= 0, got {save.tolist()}")
+    if np.any(np.diff(save) <= 0):
+        raise ValueError(f"save_at must be strictly increasing, got {save.tolist()}")
+    return save
+
+
+def _concrete(x) -> float | None:
+    try:
+        return float(x)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError, TypeError):
+        return None
+
+
+def _steps_needed(targets: np.ndarray, stops: np.ndarray, t0: float, dt_max: float) -> int:
+    """Largest number of steps any save interval needs (a step never straddles a stop)."""
+    worst, start = 0, t0
+    for end in targets:
+        inside = stops[(stops > start) & (stops <= end)]
+        edges = np.concatenate([[start], inside])
+        count = int(np.sum(np.ceil(np.diff(edges) / dt_max * (1 - 1e-12))))
+        worst, start = max(worst, count), end
+    return max(worst, 1)
+
+
+def integrate(
+    step: Step,
+    state0: State,
+    save_at: np.ndarray,
+    dt_max: ArrayLike,
+    layer_stops: np.ndarray,
+    *,
+    t0: float = 0.0,
+    max_steps: int | None = None,
+    adjoint: str = "checkpointed",
+) -> tuple[State, dict]:
+    """Advance ``state0`` from t0 and return the states at ``save_at`` (stacked on a leading axis).
+
+    Args:
+        step: one step, ``step(state, t, dt) -> state``; it may assume [t, t + dt] lies in one layer.
+        state0: a pytree of arrays at time t0.
+        save_at: concrete, strictly increasing save times >= t0 (t0 itself may be included).
+        dt_max: the largest stable step (may be traced).
+        layer_stops: concrete times the steps must land on (layer boundaries).
+        max_steps: bound on the steps between two consecutive save times, required when ``dt_max`` is
+            traced and the number of steps cannot be computed.
+        adjoint: ``"checkpointed"`` or ``"direct"`` (see module docstring).
+
+    Returns:
+        The saved states, and ``{"num_steps": steps taken, "max_steps": steps per interval}``.
+    """
+    if adjoint not in ADJOINTS:
+        raise ValueError(f"adjoint must be one of {ADJOINTS}, got adjoint={adjoint!r}")
+    save_at = np.asarray(save_at, dtype=float)
+    targets = save_at[save_at > t0]
+    stops = np.unique(np.concatenate([np.asarray(layer_stops, float), targets]))
+    stops = stops[(stops > t0) & (stops <= save_at[-1])]
+    concrete_dt = _concrete(dt_max)
+    if concrete_dt is not None:
+        if not (concrete_dt > 0 and math.isfinite(concrete_dt)):
+            raise ValueError(f"the time step must be finite and positive, got dt={concrete_dt}")
+        n_inner = _steps_needed(targets, stops, t0, concrete_dt)
+        if max_steps is not None and n_inner > max_steps:
+            raise ValueError(f"max_steps={max_steps} is too small: {n_inner} steps are needed between saves")
+    elif max_steps is None:
+        raise ValueError(
+            "the CFL time step is traced (e.g. under jax.grad w.r.t. the field), so the number of steps "
+            "cannot be computed: pass max_steps= (a bound on the steps between two save times)"
+        )
+    else:
+        n_inner = int(max_steps)
+    block = max(1, math.isqrt(n_inner)) if adjoint == "checkpointed" else n_inner
+    num_blocks = -(-n_inner // block)
+
+    leaves = jax.tree_util.tree_leaves(state0)
+    dtype = jnp.result_type(*[leaf.dtype for leaf in leaves], float)
+    stops_j = jnp.asarray(stops, dtype)
+    dt_max = jnp.asarray(dt_max, dtype)
+    snap_tol = 16 * jnp.finfo(dtype).eps  # a remainder below this is round-off of t + Δt: land on the stop
+
+    def one_step(carry, _):
+        state, t, end, count = carry
+        idx = jnp.minimum(jnp.searchsorted(stops_j, t, side="right"), stops_j.shape[0] - 1)
+        nxt = jnp.minimum(stops_j[idx], end)
+        rem = nxt - t
+        hits = rem <= dt_max + snap_tol * jnp.abs(nxt)
+        dt = jnp.where(hits, rem, dt_max)
+        active = rem > 0
+        state = jax.lax.cond(active, lambda s: step(s, t, dt), lambda s: s, state)
+        t = jnp.where(active, jnp.where(hits, nxt, t + dt), t)
+        return (state, t, end, count + active.astype(jnp.int32)), None
+
+    def run_block(carry, _):
+        return jax.lax.scan(one_step, carry, None, length=block)
+
+    if adjoint == "checkpointed":
+        run_block = jax.checkpoint(run_block, prevent_cse=False)
+
+    def interval(carry, end):
+        state, t, count = carry
+        (state, t, _, count), _ = jax.lax.scan(run_block, (state, t, end, count), None, length=num_blocks)
+        return (state, t, count), (state, t)
+
+    init = (state0, jnp.asarray(t0, dtype), jnp.asarray(0, jnp.int32))
+    (_, _, count), (saved, reached) = jax.lax.scan(interval, init, jnp.asarray(targets, dtype))
+    saved = eqx.error_if(
+        saved,
+        jnp.any(reached != jnp.asarray(targets, dtype)),
+        f"the time loop ran out of steps (max_steps={n_inner} per save interval): pass a larger max_steps",
+    )
+    if save_at[0] == t0:
+        saved = jax.tree_util.tree_map(lambda s0, s: jnp.concatenate([s0[None], s]), state0, saved)
+    return saved, {"num_steps": count, "max_steps": n_inner}
