@@ -219,5 +219,5 @@ class NeuralField(AbstractField):
     def layer_velocity(self, l: ArrayLike, x: ArrayLike, mean: ArrayLike | None = None) -> Array:
         """σ(W_l x + b_l) for points x of shape (..., d)."""
         x = jnp.asarray(x)
-        z = jnp.einsum("ij,...j->...i", self.W[l], x) + self.layer_bias(l, mean)
-        return self.sigma.fn(z)
+        z = jnp.einsum("ij,...j->...i", self.W[l], x)
+        return self.sigma.fn(z + jnp.broadcast_to(self.layer_bias(l, mean), z.shape))

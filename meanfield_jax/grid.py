@@ -36,7 +36,7 @@ def _check_axis(lo, hi, n, name: str) -> tuple[float, float, int]:
 def _gauss_nodes(a: Array, h: float, order: int) -> tuple[Array, Array]:
     """Gauss–Legendre nodes (..., q) and weights (q,) on the cells [a, a + h], weights summing to 1."""
     nodes, weights = np.polynomial.legendre.leggauss(order)
-    x = a[..., None] + 0.5 * h * (1.0 + jnp.asarray(nodes, a.dtype))
+    x = a[:, None] + 0.5 * h * (1.0 + jnp.asarray(nodes, a.dtype))[None, :]
     return x, jnp.asarray(0.5 * weights, a.dtype)
 
 
@@ -87,7 +87,7 @@ class Grid1D(eqx.Module):
     def project(self, fn: Callable[[Array], Array], order: int = 4) -> Array:
         """Cell averages (1/Δx) ∫_cell fn(x) dx by ``order``-point Gauss–Legendre quadrature."""
         xq, wq = _gauss_nodes(self.faces[:-1], self.dx, order)
-        return jnp.sum(jnp.asarray(fn(xq)) * wq, axis=-1)
+        return jnp.asarray(fn(xq)) @ wq
 
     def from_samples(self, x: ArrayLike, weights: ArrayLike | None = None, bandwidth: float | None = None):
         """Density of particles x (shape (n,) or (n, 1)) as cell averages, normalised to mass 1.

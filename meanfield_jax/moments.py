@@ -10,7 +10,12 @@ central moments c_k = ∫ (x − μ)^k f dx / m0, which do not see the bias at a
     dμ/dt = (w + β) μ + b,                 (β: feedback bias b(t) = b + β m1/m0)
     dc_k/dt = k w c_k + k (k − 1) K c_{k−2},   c_0 = 1, c_1 = 0,
 
-so μ(t) = e^{(w+β)t} μ(0) + b (e^{(w+β)t} − 1)/(w + β), c(t) = exp(A t) c(0) with the constant matrix A,
+so μ(t) = e^{(w+β)t} μ(0) + b (e^{(w+β)t} − 1)/(w + β). The centred data move like an Ornstein–Uhlenbeck
+process, X_t − μ_t = e^{wt}(X_0 − μ_0) + G_t with G_t ~ N(0, s²(t)), s² = K (e^{2wt} − 1)/w, independent
+of X_0:
+
+    c_k(t) = Σ_{j even} C(k, j) e^{(k−j)wt} c_{k−j}(0) s^j (j − 1)!!,
+
 and m_k = m0 Σ_j C(k, j) μ^{k−j} c_j. In particular V = c_2 obeys V(t) = V∞ + (V(0) − V∞) e^{2wt} with
 V∞ = −K/w, for every bias.
 """
@@ -19,9 +24,7 @@ from __future__ import annotations
 
 from math import comb
 
-import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import expm
 from jaxtyping import Array, ArrayLike
 
 __all__ = ["central_to_raw", "moment_ode", "moments", "particle_moments", "raw_to_central"]
@@ -97,6 +100,11 @@ def central_to_raw(m0: ArrayLike, mu: ArrayLike, c: ArrayLike) -> Array:
     return jnp.stack(raw)
 
 
+def _double_factorial(n: int) -> int:
+    """n!! with (−1)!! = 1 (the even moments of N(0, 1) are (j − 1)!!)."""
+    return 1 if n <= 0 else n * _double_factorial(n - 2)
+
+
 def _expm1_over(a: Array, t: Array) -> Array:
     """(e^{a t} − 1)/a, equal to t at a = 0 (differentiable there)."""
     safe = jnp.where(a == 0, 1.0, a)
@@ -139,11 +147,13 @@ def moment_ode(
     m0, mu0, c0 = raw_to_central(m_init)
     a = w + beta
     mu = jnp.exp(a * ts) * mu0 + b * _expm1_over(a, ts)
-    # dc_k/dt = k w c_k + k (k-1) K c_{k-2}
-    A = jnp.zeros((order + 1, order + 1), dtype)
-    for k in range(order + 1):
-        A = A.at[k, k].set(k * w)
-        if k >= 2:
-            A = A.at[k, k - 2].set(k * (k - 1) * K)
-    c = jax.vmap(lambda t: expm(A * t) @ c0)(ts)
-    return central_to_raw(m0, mu, c.T).T
+    # X_t − μ_t = e^{wt}(X_0 − μ_0) + G_t with G_t ~ N(0, s²(t)) independent, s² = 2K (e^{2wt} − 1)/(2w)
+    s2 = 2.0 * K * _expm1_over(2.0 * w, ts)
+    c = [
+        sum(
+            comb(k, j) * jnp.exp((k - j) * w * ts) * c0[k - j] * s2 ** (j // 2) * _double_factorial(j - 1)
+            for j in range(0, k + 1, 2)
+        )
+        for k in range(order + 1)
+    ]
+    return central_to_raw(m0, mu, jnp.stack(c)).T

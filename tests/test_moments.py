@@ -1,0 +1,148 @@
+"""moment_ode against the closed forms of MODEL.md §4 and §6.3; moments of particles and densities."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+import meanfield_jax as mfj
+
+TS = np.linspace(0.0, 5.0, 11)
+U28 = np.array([1.0, 5.0, 28.0])  # raw moments of U[2, 8]: mean 5, variance 3
+
+
+def test_uniform_with_w_minus_one_b_zero():
+    """Fig. 1 left: μ(t) = 5 e^{-t}, V(t) = 3 e^{-2t}, m2 = m2(0) e^{-2t}."""
+    m = np.asarray(mfj.moment_ode(-1.0, 0.0, U28, TS))
+    np.testing.assert_allclose(m[:, 0], 1.0)
+    np.testing.assert_allclose(m[:, 1], 5 * np.exp(-TS), rtol=1e-12)
+    np.testing.assert_allclose(m[:, 2], 28 * np.exp(-2 * TS), rtol=1e-12)
+    np.testing.assert_allclose(m[:, 2] - m[:, 1] ** 2, 3 * np.exp(-2 * TS), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("w", "b", "m0"), [(-1.0, 2.0, 1.0), (0.5, -1.0, 2.0), (-0.3, 0.7, 0.5)])
+def test_constant_bias_closed_forms(w, b, m0):
+    m_init = np.array([m0, m0 * 1.5, m0 * (1.5**2 + 0.8)])
+    m = np.asarray(mfj.moment_ode(w, b, m_init, TS))
+    m1 = np.exp(w * TS) * m_init[1] + (b * m0 / w) * (np.exp(w * TS) - 1)
+    V = 0.8 * np.exp(2 * w * TS)
+    np.testing.assert_allclose(m[:, 1], m1, rtol=1e-12)
+    np.testing.assert_allclose(m[:, 2], m0 * (V + (m1 / m0) ** 2), rtol=1e-12)
+
+
+def test_zero_weight_is_a_translation():
+    m = np.asarray(mfj.moment_ode(0.0, 0.4, U28, TS))
+    np.testing.assert_allclose(m[:, 1], 5 + 0.4 * TS, rtol=1e-14)
+    np.testing.assert_allclose(m[:, 2] - m[:, 1] ** 2, 3.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [-1.0, 0.5, 1.0])
+def test_feedback_bias(beta):
+    """b(t) = β m1/m0: m1 = m1(0) e^{(w+β)t}, m2 = e^{2wt}[m2(0) + m1(0)²/m0 (e^{2βt} − 1)]."""
+    w, m0 = -1.0, 2.0
+    m_init = m0 * U28
+    m = np.asarray(mfj.moment_ode(w, 0.0, m_init, TS, feedback=beta))
+    np.testing.assert_allclose(m[:, 1], m_init[1] * np.exp((w + beta) * TS), rtol=1e-12)
+    m2 = np.exp(2 * w * TS) * (m_init[2] + m_init[1] ** 2 / m0 * (np.exp(2 * beta * TS) - 1))
+    np.testing.assert_allclose(m[:, 2], m2, rtol=1e-12)
+
+
+def test_centering_feedback_freezes_the_mean():
+    m = np.asarray(mfj.moment_ode(-0.7, 0.0, U28, TS, feedback=0.7))
+    np.testing.assert_allclose(m[:, 1], 5.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("w", "b", "K"), [(-1.0, 0.0, 1.0), (-2.0, 1.0, 0.5)])
+def test_fokker_planck_variance_law(w, b, K):
+    """V(t) = V∞ + (V0 − V∞) e^{2wt}, V∞ = −K/w; dm2/dt = 2 w m2 + 2 b m1 + 2 K m0."""
+    m = np.asarray(mfj.moment_ode(w, b, U28, TS, diffusion=K))
+    Vinf = -K / w
+    np.testing.assert_allclose(m[:, 2] - m[:, 1] ** 2, Vinf + (3 - Vinf) * np.exp(2 * w * TS), rtol=1e-12)
+    np.testing.assert_allclose(m[:, 1], np.exp(w * TS) * 5 + (b / w) * (np.exp(w * TS) - 1), rtol=1e-12)
+
+
+def test_higher_orders_match_the_moment_hierarchy():
+    """dm_k/dt = k w m_k + k b(t) m_{k-1} + k(k-1) K m_{k-2}, integrated numerically, order 5."""
+    w, b, K, beta = -0.6, 0.4, 0.3, -0.5
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 0.7, 400)
+    m_init = np.array([np.mean(x**k) for k in range(6)])
+
+    def rhs(t, m):
+        bias = b + beta * m[1] / m[0]
+        out = np.zeros_like(m)
+        for k in range(1, 6):
+            out[k] = k * w * m[k] + k * bias * m[k - 1] + (k * (k - 1) * K * m[k - 2] if k >= 2 else 0.0)
+        return out
+
+    ref = solve_ivp(rhs, (0, 5), m_init, t_eval=TS, rtol=1e-12, atol=1e-12).y.T
+    m = np.asarray(mfj.moment_ode(w, b, m_init, TS, feedback=beta, diffusion=K))
+    np.testing.assert_allclose(m, ref, rtol=1e-8, atol=1e-10)
+
+
+def test_moment_ode_is_differentiable():
+    """∂V(T)/∂w = 2T V(T) (Vlasov, identity), ∂V/∂b = 0."""
+    T = 1.5
+
+    def var_T(w, b):
+        m = mfj.moment_ode(w, b, jnp.asarray(U28), jnp.array([T]))[0]
+        return m[2] - m[1] ** 2
+
+    gw, gb = jax.grad(var_T, argnums=(0, 1))(-0.8, 0.3)
+    np.testing.assert_allclose(gw, 2 * T * var_T(-0.8, 0.3), rtol=1e-12)
+    np.testing.assert_allclose(gb, 0.0, atol=1e-12)
+
+
+def test_moment_ode_errors():
+    with pytest.raises(ValueError, match="m_init"):
+        mfj.moment_ode(-1.0, 0.0, [1.0], TS)
+    with pytest.raises(ValueError, match="diffusion"):
+        mfj.moment_ode(-1.0, 0.0, U28, TS, diffusion=-1.0)
+
+
+def test_particle_moments_shapes_and_values():
+    x = jnp.array([1.0, 2.0, 3.0, 6.0])
+    np.testing.assert_allclose(mfj.particle_moments(x, 3), [1.0, 3.0, 12.5, 63.0])
+    xy = jnp.stack([x, -x], axis=1)
+    m = mfj.particle_moments(xy, 2)
+    assert m.shape == (3, 2)
+    np.testing.assert_allclose(m[:, 1], [1.0, -3.0, 12.5])
+    with pytest.raises(ValueError, match="order"):
+        mfj.particle_moments(x, -1)
+
+
+def test_density_moments_on_grids():
+    grid = mfj.Grid1D(-10.0, 10.0, 2000)
+    f = grid.project(lambda x: jnp.exp(-((x - 1.0) ** 2) / 2) / jnp.sqrt(2 * jnp.pi))
+    m = mfj.moments(f, grid, order=2)
+    np.testing.assert_allclose(m, [1.0, 1.0, 2.0], rtol=1e-5)
+    g2 = mfj.Grid2D((-6.0, 6.0, 120), (-6.0, 6.0, 100))
+    C = np.array([[1.0, 0.3], [0.3, 0.5]])
+    P = np.linalg.inv(C)
+
+    def gauss(X, Y):
+        dx, dy = X - 0.5, Y + 0.2
+        q = P[0, 0] * dx**2 + 2 * P[0, 1] * dx * dy + P[1, 1] * dy**2
+        return jnp.exp(-q / 2) / (2 * np.pi * np.sqrt(np.linalg.det(C)))
+
+    out = mfj.moments(g2.project(gauss), g2, order=2)
+    np.testing.assert_allclose(out["mass"], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out["mean"], [0.5, -0.2], atol=1e-6)
+    np.testing.assert_allclose(out["covariance"], C, atol=2e-3)  # midpoint rule: O(Δx²)
+
+
+def test_grid_project_is_exact_on_polynomials_and_from_samples_is_normalised():
+    grid = mfj.Grid1D(0.0, 1.0, 7)
+    avg = grid.project(lambda x: x**3)
+    exact = np.diff(np.asarray(grid.faces) ** 4 / 4) / grid.dx
+    np.testing.assert_allclose(avg, exact, rtol=1e-12)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1000,), minval=0.2, maxval=0.8)
+    np.testing.assert_allclose(grid.integrate(grid.from_samples(x)), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(grid.integrate(grid.from_samples(x, bandwidth=0.01)), 1.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="lo < hi"):
+        mfj.Grid1D(1.0, 0.0, 10)
+    with pytest.raises(ValueError, match="integer >= 2"):
+        mfj.Grid1D(0.0, 1.0, 1)
+    with pytest.raises(ValueError, match="finite"):
+        mfj.Grid2D((0.0, np.inf, 4), (0.0, 1.0, 4))
