@@ -7,6 +7,7 @@ equations, all jit-compiled and differentiable.
 from importlib.metadata import PackageNotFoundError, version
 
 from .activations import ACTIVATIONS, get_activation
+from .analysis import Sensitivity, SteadyState, sensitivity, sensitivity_equations, steady_state
 from .field import AbstractField, NeuralField
 from .grid import Grid1D, Grid2D
 from .moments import moment_ode, moments, particle_moments
@@ -23,10 +24,15 @@ __all__ = [
     "Grid1D",
     "Grid2D",
     "NeuralField",
+    "Sensitivity",
+    "SteadyState",
     "__version__",
     "get_activation",
     "moment_ode",
     "moments",
     "particle_moments",
     "resnet_forward",
+    "sensitivity",
+    "sensitivity_equations",
+    "steady_state",
 ]

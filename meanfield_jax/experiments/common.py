@@ -1,0 +1,44 @@
+"""Pieces every experiment needs: the field and the initial samples from a config."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import DataConfig, ModelConfig
+from ..field import NeuralField
+
+__all__ = ["field_from_config", "initial_samples"]
+
+
+def field_from_config(model: ModelConfig, feedback: float | None = None, **replace) -> NeuralField:
+    """The NeuralField of ``model`` (a d×d W is repeated over ``model.layers`` layers).
+
+    ``feedback`` overrides ``model.feedback``; keyword arguments W, b, T, layers, activation override the
+    config's values (experiments that choose parameters in closed form use them).
+    """
+    W = np.asarray(replace.get("W", model.W), dtype=float)
+    b = np.asarray(replace.get("b", model.b), dtype=float)
+    T = replace.get("T", model.T)
+    layers = replace.get("layers", model.layers)
+    activation = replace.get("activation", model.activation)
+    if W.ndim == 3:
+        return NeuralField(W, b, activation=activation, T=T, feedback=feedback)
+    return NeuralField.constant(W, b, num_layers=layers, T=T, activation=activation, feedback=feedback)
+
+
+def initial_samples(data: DataConfig, key: jax.Array, n: int | None = None) -> jax.Array:
+    """Samples (n, 1) of the 1-D initial law of ``data`` (uniform on [low, high] or Gaussian)."""
+    n = data.particles if n is None else n
+    if data.kind in ("uniform", "vehicles"):
+        return jax.random.uniform(key, (n, 1), minval=data.low, maxval=data.high)
+    if data.kind == "gaussian":
+        return data.mean + data.std * jax.random.normal(key, (n, 1))
+    raise ValueError(f"data.kind={data.kind!r} has no 1-D initial law; use uniform, vehicles or gaussian")
+
+
+def uniform_raw_moments(low: float, high: float, order: int = 2) -> jnp.ndarray:
+    """Raw moments [1, m1, …] of U[low, high]: m_k = (high^{k+1} − low^{k+1}) / ((k + 1)(high − low))."""
+    width = high - low
+    return jnp.array([(high ** (k + 1) - low ** (k + 1)) / ((k + 1) * width) for k in range(order + 1)])

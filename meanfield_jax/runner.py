@@ -1,0 +1,112 @@
+"""Run an experiment from its config and write its results without ever losing earlier ones.
+
+A run writes into ``out``: the figures (PNG), ``config.yaml`` (the resolved config), ``metrics.json``
+(checks, metrics, wall time, versions) and ``run.log``. Every file is written to a temporary name in the
+same folder and renamed into place, so a killed run leaves no half-written file. A non-empty ``out`` is
+refused unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, ExperimentConfig, to_dict
+
+__all__ = ["OutputExistsError", "atomic_write", "run_experiment", "versions"]
+
+
+class OutputExistsError(ConfigError):
+    """The output folder already holds results."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a result depends on, and the machine."""
+    import equinox
+    import jax
+    import jaxlib
+    import optax
+
+    from . import __version__
+
+    return {"meanfield_jax": __version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "equinox": equinox.__version__, "optax": optax.__version__, "python": sys.version.split()[0],
+            "platform": platform.platform(), "backend": jax.default_backend()}
+
+
+def prepare_output(out: Path, overwrite: bool) -> Path:
+    """Create ``out``; refuse a non-empty one unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"--out {out} already holds results; choose a new folder or pass --overwrite to replace them"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_experiment(cfg: ExperimentConfig, out: Path, overwrite: bool = False, quiet: bool = False) -> dict:
+    """Run ``cfg`` and write its results into ``out``; return the metrics dictionary."""
+    from .experiments import EXPERIMENTS
+    from .plotting import close
+
+    if cfg.experiment not in EXPERIMENTS:
+        raise ConfigError(f"experiment: got {cfg.experiment!r}; allowed: one of {sorted(EXPERIMENTS)}")
+    out = prepare_output(out, overwrite)
+    lines: list[str] = []
+
+    def log(message: str) -> None:
+        lines.append(message)
+        if not quiet:
+            print(message, flush=True)
+
+    _write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    log(f"{cfg.name}: {cfg.description}")
+    start = time.perf_counter()
+    result = EXPERIMENTS[cfg.experiment](cfg, log)
+    wall = time.perf_counter() - start
+    wanted = cfg.output.plots
+    for name, fig in result.figures.items():
+        if wanted is None or name in wanted or any(name.endswith(w) for w in wanted):
+            atomic_write(out / f"{name}.png", lambda tmp, fig=fig: fig.savefig(tmp, dpi=cfg.output.dpi,
+                                                                                format="png"))
+            log(f"wrote {out / (name + '.png')}")
+        close(fig)
+    checks = {name: c.to_json() for name, c in result.checks.items()}
+    metrics = {"experiment": cfg.name, "kind": cfg.experiment, "seed": cfg.seed, "wall_time_s": wall,
+               "versions": versions(), "passed": all(c["passed"] for c in checks.values()), "checks": checks,
+               "metrics": result.metrics}
+    _write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    for name, c in checks.items():
+        log(f"  {'PASS' if c['passed'] else 'FAIL'} {name}: {c['value']:.4g} "
+            f"(expected {c['expected']:.4g} ± {c['tol']:.3g})")
+    log(f"done in {wall:.1f} s; {sum(c['passed'] for c in checks.values())}/{len(checks)} checks passed")
+    _write_text(out / "run.log", "\n".join(lines) + "\n")
+    return metrics
