@@ -30,7 +30,7 @@ def _particle_moment_curves(field, x0, save_every: int):
 def run_moments(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     """Fig. 1: m0, m1, m2 of particles vs the exact moment ODE, without and with feedback bias."""
     result = ExperimentResult()
-    x0 = initial_samples(cfg.data, make_key(cfg.seed))
+    x0 = initial_samples(cfg.data, make_key(cfg.seed), n=min(cfg.data.particles, 2000) if cfg.quick else None)
     w, b = float(np.ravel(cfg.model.W)[0]), float(np.ravel(cfg.model.b)[0])
     beta = -1.0 if cfg.model.feedback is None else cfg.model.feedback
     save_every = max(1, cfg.model.layers // 100)
