@@ -6,6 +6,7 @@ equations, all jit-compiled and differentiable.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import control
 from .activations import ACTIVATIONS, get_activation
 from .analysis import Sensitivity, SteadyState, sensitivity, sensitivity_equations, steady_state
 from .field import AbstractField, NeuralField
@@ -27,6 +28,7 @@ __all__ = [
     "Sensitivity",
     "SteadyState",
     "__version__",
+    "control",
     "get_activation",
     "moment_ode",
     "moments",
