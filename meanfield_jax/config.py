@@ -145,6 +145,7 @@ class ExperimentConfig:
     description: str = _spec("", "a string")
     seed: int = _spec(0, "an integer >= 0", _non_negative)
     quick: bool = _spec(False, "true or false (a reduced size for tests)")
+    precision: str = _spec("float64", "one of float32, float64", _one_of("float32", "float64"))
     model: ModelConfig = _spec(None, "a mapping")
     data: DataConfig = _spec(None, "a mapping")
     solver: SolverConfig = _spec(None, "a mapping")

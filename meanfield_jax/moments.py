@@ -63,11 +63,14 @@ def moments(f: ArrayLike, grid, order: int = 2) -> Array:
     if grid.d == 1:
         if f.shape[-1:] != grid.shape:
             raise ValueError(f"f must have trailing shape {grid.shape} for this grid, got {tuple(f.shape)}")
-        return jnp.stack([grid.integrate(f * grid.x**k) for k in range(order + 1)])
+        return jnp.stack([grid.integrate(f * jnp.broadcast_to(grid.x**k, f.shape)) for k in range(order + 1)])
     if f.shape[-2:] != grid.shape:
         raise ValueError(f"f must have trailing shape {grid.shape} for this grid, got {tuple(f.shape)}")
     X, Y = grid.mesh()
-    raw = [[grid.integrate(f * X**p * Y**q) for q in range(order + 1 - p)] for p in range(order + 1)]
+    raw = [
+        [grid.integrate(f * jnp.broadcast_to(X**p * Y**q, f.shape)) for q in range(order + 1 - p)]
+        for p in range(order + 1)
+    ]
     out: dict = {"raw": raw, "mass": raw[0][0]}
     if order >= 1:
         m0 = raw[0][0]

@@ -6,8 +6,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 
-__all__ = ["close", "moment_panels", "new_figure"]
+__all__ = ["close", "density_2d_panels", "density_snapshots", "moment_panels", "new_figure"]
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
 
@@ -40,3 +41,43 @@ def moment_panels(panels: dict, w: float, b: float):
 def close(fig) -> None:
     """Release a figure's memory."""
     plt.close(fig)
+
+
+def density_snapshots(x, ts, fs, exact=None, title: str = "", xlabel: str = "x", ax=None):
+    """1-D densities f(t_k, x) at the save times (lines), with the exact solution dashed when given."""
+    fig = None
+    if ax is None:
+        fig, axes = new_figure()
+        ax = axes[0]
+    for k, (t, f) in enumerate(zip(ts, fs)):
+        colour = COLOURS[k % len(COLOURS)]
+        ax.plot(x, f, color=colour, label=f"t = {float(t):g}")
+        if exact is not None:
+            ax.plot(x, exact[k], "--", color="k", lw=0.8, label="exact" if k == 0 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("f(t, x)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if fig is not None:
+        fig.tight_layout()
+    return fig
+
+
+def density_2d_panels(grid, ts, fs, lines=None, title: str = ""):
+    """2-D densities at the save times as colour maps; ``lines[k] = (slope, intercept)`` is overlaid."""
+    fig, axes = new_figure(ncols=len(ts), width=4.2, height=3.6)
+    X, Y = (np.asarray(a) for a in grid.mesh())
+    for k, (ax, t, f) in enumerate(zip(axes, ts, fs)):
+        ax.pcolormesh(X, Y, np.asarray(f), shading="auto", cmap="viridis")
+        if lines is not None:
+            s, c = lines[k]
+            xs = np.array([grid.xaxis.lo, grid.xaxis.hi])
+            ax.plot(xs, s * xs + c, "w--", lw=1, label=f"y = {s:.3g} x + {c:.3g}")
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_ylim(grid.yaxis.lo, grid.yaxis.hi)
+        ax.set_title(f"{title} t = {float(t):g}")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    fig.tight_layout()
+    return fig

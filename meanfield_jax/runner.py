@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import yaml
 
 from .config import ConfigError, ExperimentConfig, to_dict
@@ -90,7 +91,8 @@ def run_experiment(cfg: ExperimentConfig, out: Path, overwrite: bool = False, qu
     _write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     log(f"{cfg.name}: {cfg.description}")
     start = time.perf_counter()
-    result = EXPERIMENTS[cfg.experiment](cfg, log)
+    with jax.enable_x64(cfg.precision == "float64"):
+        result = EXPERIMENTS[cfg.experiment](cfg, log)
     wall = time.perf_counter() - start
     wanted = cfg.output.plots
     for name, fig in result.figures.items():
@@ -100,7 +102,8 @@ def run_experiment(cfg: ExperimentConfig, out: Path, overwrite: bool = False, qu
             log(f"wrote {out / (name + '.png')}")
         close(fig)
     checks = {name: c.to_json() for name, c in result.checks.items()}
-    metrics = {"experiment": cfg.name, "kind": cfg.experiment, "seed": cfg.seed, "wall_time_s": wall,
+    metrics = {"experiment": cfg.name, "kind": cfg.experiment, "seed": cfg.seed, "precision": cfg.precision,
+               "wall_time_s": wall,
                "versions": versions(), "passed": all(c["passed"] for c in checks.values()), "checks": checks,
                "metrics": result.metrics}
     _write_text(out / "metrics.json", json.dumps(metrics, indent=2))

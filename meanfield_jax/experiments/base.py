@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["Check", "ExperimentResult", "make_key", "stage"]
+__all__ = ["Check", "ExperimentResult", "make_key", "round_off", "stage"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ class ExperimentResult:
 
     def check(self, name: str, value, expected, tol) -> None:
         self.checks[name] = Check(float(np.asarray(value)), float(expected), float(tol))
+
+
+def round_off(steps: int = 1) -> float:
+    """A bound on accumulated round-off after ``steps`` conservative updates in the active precision."""
+    eps = float(np.finfo(np.float64 if jax.config.jax_enable_x64 else np.float32).eps)
+    return 10.0 * eps * max(steps, 1)
 
 
 def make_key(seed: int) -> jax.Array:

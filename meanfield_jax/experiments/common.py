@@ -42,3 +42,20 @@ def uniform_raw_moments(low: float, high: float, order: int = 2) -> jnp.ndarray:
     """Raw moments [1, m1, …] of U[low, high]: m_k = (high^{k+1} − low^{k+1}) / ((k + 1)(high − low))."""
     width = high - low
     return jnp.array([(high ** (k + 1) - low ** (k + 1)) / ((k + 1) * width) for k in range(order + 1)])
+
+
+def cdf_at_faces(f, grid) -> np.ndarray:
+    """F(x_{i−1/2}) = ∫_{lo}^{x_{i−1/2}} f for cell averages f on a Grid1D, shape (n + 1,)."""
+    return np.concatenate([[0.0], np.cumsum(np.asarray(f)) * grid.dx])
+
+
+def empirical_cdf_at_faces(x, grid) -> np.ndarray:
+    """The empirical CDF of samples x at the faces of a Grid1D."""
+    xs = np.sort(np.asarray(x).ravel())
+    return np.searchsorted(xs, np.asarray(grid.faces), side="right") / xs.size
+
+
+def w1_between_cdfs(F, G, grid) -> float:
+    """W1 = ∫ |F − G| dx in 1-D, by the trapezoidal rule on the faces."""
+    d = np.abs(np.asarray(F) - np.asarray(G))
+    return float(np.sum(0.5 * (d[1:] + d[:-1])) * grid.dx)
