@@ -17,6 +17,7 @@ mean for particles and the density's m1/m0 for the kinetic solvers; it is passed
 from __future__ import annotations
 
 import abc
+import math
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -150,11 +151,11 @@ class NeuralField(AbstractField):
     ):
         get_activation(activation)  # validate the name early, with the list of known ones
         T = float(T)
-        if not (jnp.isfinite(T) and T > 0):
+        if not (math.isfinite(T) and T > 0):
             raise ValueError(f"T must be a finite positive final time, got T={T}")
         if feedback is not None:
             feedback = float(feedback)
-            if not jnp.isfinite(feedback):
+            if not math.isfinite(feedback):
                 raise ValueError(f"feedback must be a finite number or None, got feedback={feedback}")
         self.W, self.b = _normalise_shapes(_as_float_array(W, "W"), _as_float_array(b, "b"))
         self.activation = activation
