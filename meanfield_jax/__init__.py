@@ -6,13 +6,17 @@ equations, all jit-compiled and differentiable.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import control
+from . import closed_forms, control, losses
 from .activations import ACTIVATIONS, get_activation
 from .analysis import Sensitivity, SteadyState, sensitivity, sensitivity_equations, steady_state
 from .field import AbstractField, NeuralField
+from .fokker_planck import fokker_planck_steady_state, solve_fokker_planck
 from .grid import Grid1D, Grid2D
 from .moments import moment_ode, moments, particle_moments
 from .particles import resnet_forward
+from .solution import KineticSolution
+from .training import FitResult, NonFiniteError, fit
+from .transport import solve_vlasov
 
 try:
     __version__ = version("meanfield-jax")
@@ -22,19 +26,28 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "ACTIVATIONS",
     "AbstractField",
+    "FitResult",
     "Grid1D",
     "Grid2D",
+    "KineticSolution",
     "NeuralField",
+    "NonFiniteError",
     "Sensitivity",
     "SteadyState",
     "__version__",
+    "closed_forms",
     "control",
+    "fit",
+    "fokker_planck_steady_state",
     "get_activation",
+    "losses",
     "moment_ode",
     "moments",
     "particle_moments",
     "resnet_forward",
     "sensitivity",
     "sensitivity_equations",
+    "solve_fokker_planck",
+    "solve_vlasov",
     "steady_state",
 ]

@@ -1,0 +1,560 @@
+"""The Fokker–Planck equation of the stochastic ResNet: time stepping and the steady state.
+
+The density f(t, x) of the data pushed through dX = F(t, X) dt + sqrt(2 K(X)) dB, F = σ(W(t) x + b(t)),
+solves on a box with zero-flux walls
+
+    ∂_t f + ∇·(F f) = Δ(K f),   n·J = 0 on the walls,   J = a f − K ∇f,   a = F − ∇K,
+
+with K ≥ 0 a constant or a function of x. Space: cell-centred finite volumes with the exponentially fitted
+face flux of :mod:`meanfield_jax.chang_cooper` (a, K and the centred difference ∂K ≈ (K_{i+1} − K_i)/h
+taken on the faces), which conserves mass, keeps f ≥ 0, reduces to upwinding for K = 0, and whose zero-flux
+steady state is exact at the nodes for F = w x + b and constant K. Write d f/dt = L f.
+
+Time (the field is constant on each layer; steps land on layer boundaries and save times, see
+:mod:`meanfield_jax.timestepping`):
+
+* ``method="explicit"``: Heun's SSP-RK2, f* = f + Δt L f, f_new = (f + f* + Δt L f*)/2. Each stage is a
+  forward-Euler step whose matrix I + Δt L has non-negative off-diagonal entries and unit column sums; its
+  diagonal 1 − Δt (α_{i+1/2} + β_{i−1/2})/h (summed over axes) is non-negative iff Δt ≤ 1/max_i(−L_ii). So
+  Δt = cfl / max(−L_ii), the maximum over the layers, with cfl ∈ (0, 1], keeps f ≥ 0 and the mass exactly.
+  Since α ≤ K/h + a⁺ and β ≤ K/h + a⁻, this is at least cfl · h² / (2 K_max + 2 |a|_max h) per axis, and
+  about cfl · h² / (2 K_max + |a|_max h) for smooth drifts.
+* ``method="implicit"``: the θ-scheme (I − θ Δt L) Δf = Δt L f, f_new = f + Δf (θ = 1 backward Euler,
+  θ = 1/2 Crank–Nicolson), solved directly: a tridiagonal solve in 1-D, the block Thomas algorithm in 2-D
+  (:mod:`meanfield_jax.block_tridiagonal`, O(n_long · n_short³) per step). I − θΔtL is a non-singular M-matrix
+  with unit column sums, so backward Euler is positive and mass-preserving for every Δt, and Crank–Nicolson
+  for Δt ≤ 2 / max(−L_ii). The default Δt is the advective limit cfl / Σ_axes max|a|/h.
+
+Both have exactly the null vector of L as their fixed point, i.e. they converge to the discrete steady state
+computed directly by :func:`fokker_planck_steady_state`. The drift of a step on [t, t + Δt] is that of layer
+``field.layer_index(t + Δt/2)``; a feedback bias uses the mean m1/m0 of the density the drift acts on (each
+RK stage; the old density in the implicit step). With feedback the time-step bound is taken over every mean
+a non-negative density can have (a corner of the box of cell centres suffices since σ is monotone).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from .block_tridiagonal import block_tridiagonal_solve
+from .chang_cooper import apply_fitted_operator, fitted_flux_coefficients, outflow_rate, tridiagonal_bands
+from .field import AbstractField
+from .grid import Grid1D, Grid2D
+from .solution import KineticSolution
+from .timestepping import ADJOINTS, _steps_needed, integrate, resolve_save_times
+
+__all__ = ["BOUNDARIES", "METHODS", "SCHEMES", "fokker_planck_steady_state", "solve_fokker_planck"]
+
+SCHEMES = ("chang_cooper", "scharfetter_gummel")  # one flux: see meanfield_jax.chang_cooper
+METHODS = ("explicit", "implicit")
+BOUNDARIES = ("zero_flux",)
+
+Diffusion = float | ArrayLike | Callable[..., Array]
+
+
+# ---- the discretisation: interior faces with K and ∂K on them ----------------------------------------------
+def _axes(grid: Grid1D | Grid2D) -> tuple[Grid1D, ...]:
+    return (grid,) if isinstance(grid, Grid1D) else (grid.xaxis, grid.yaxis)
+
+
+def _points(coords: list[Array]) -> Array:
+    """Points (*shape, d) of the tensor grid of 1-D coordinates."""
+    return jnp.stack(jnp.meshgrid(*coords, indexing="ij"), axis=-1)
+
+
+class _Discretisation(eqx.Module):
+    """The grid, with the interior faces normal to each axis and K, ∂K on them, and the cell centres."""
+
+    grid: Grid1D | Grid2D
+    face_points: tuple[Array, ...]  # per axis, (*face_shape, d)
+    face_diffusion: tuple[Array, ...]  # K on those faces
+    face_diffusion_gradient: tuple[Array, ...]  # (K_{i+1} − K_i)/h from the cell-centre values
+    centres: Array  # (*grid.shape, d)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(ax.dx for ax in _axes(self.grid))
+
+
+def _diffusion_at(diffusion: Diffusion, points: Array) -> Array:
+    """K at points (*shape, d): K(x) in 1-D, K(X, Y) in 2-D, a constant broadcast."""
+    shape = points.shape[:-1]
+    if callable(diffusion):
+        values = jnp.asarray(diffusion(*[points[..., k] for k in range(points.shape[-1])]))
+        try:
+            return jnp.broadcast_to(values, shape)
+        except ValueError as exc:
+            raise ValueError(
+                f"diffusion(...) must return one value per point, shape {shape}, got shape {values.shape}"
+            ) from exc
+    return jnp.full(shape, diffusion, jnp.result_type(diffusion, float))
+
+
+def _constant_diffusion(diffusion: Any) -> Array:
+    try:
+        K = jnp.asarray(diffusion)
+    except TypeError as exc:
+        raise TypeError(
+            f"diffusion must be a number, a 0-d array or a callable K(x), got {type(diffusion).__name__}"
+        ) from exc
+    if K.ndim != 0 or not (jnp.issubdtype(K.dtype, jnp.integer) or jnp.issubdtype(K.dtype, jnp.floating)):
+        raise ValueError(
+            "diffusion must be a real number, a 0-d array or a callable K(x) (K(X, Y) in 2-D), "
+            f"got an array of shape {K.shape} and dtype {K.dtype}"
+        )
+    return K
+
+
+def _discretise_unchecked(grid: Grid1D | Grid2D, diffusion: Diffusion) -> tuple[_Discretisation, Array]:
+    """The discretisation, and K at the cell centres."""
+    axes = _axes(grid)
+    centres = _points([ax.x for ax in axes])
+    K_centres = _diffusion_at(diffusion, centres)
+    points, K_faces, gradients = [], [], []
+    for k, ax in enumerate(axes):
+        pts = _points([a.faces[1:-1] if j == k else a.x for j, a in enumerate(axes)])
+        points.append(pts)
+        K_faces.append(_diffusion_at(diffusion, pts))
+        gradients.append(jnp.diff(K_centres, axis=k) / ax.dx)
+    return _Discretisation(grid, tuple(points), tuple(K_faces), tuple(gradients), centres), K_centres
+
+
+@eqx.filter_jit
+def _prepare(
+    grid: Grid1D | Grid2D, diffusion: Diffusion, field: AbstractField | None, method: str | None
+) -> tuple[_Discretisation, Array, Array, Array, Array | None]:
+    """The discretisation; whether K is negative or not finite on the grid, whether it vanishes on an
+    interior face, and its smallest value; and the step's rate bound for ``field`` (one compilation)."""
+    disc, K_centres = _discretise_unchecked(grid, diffusion)
+    K = jnp.concatenate([K_centres.ravel(), *[K.ravel() for K in disc.face_diffusion]])
+    vanishes = jnp.any(jnp.concatenate([(K <= 0).ravel() for K in disc.face_diffusion]))
+    rate = None if field is None else _rate_bound(field, disc, method)
+    return disc, jnp.any(~jnp.isfinite(K) | (K < 0)), vanishes, jnp.min(K), rate
+
+
+def _discretise(
+    grid: Grid1D | Grid2D,
+    diffusion: Diffusion,
+    strict: bool,
+    field: AbstractField | None = None,
+    method: str | None = None,
+) -> tuple[_Discretisation, Array | None]:
+    """The checked discretisation (K finite and >= 0 on the grid, and > 0 on the interior faces if
+    ``strict``), and the rate bound of the step of ``method`` when a field is given. A concrete K that
+    fails the check is a ValueError; a traced one a runtime error."""
+    if not callable(diffusion):
+        diffusion = _constant_diffusion(diffusion)
+    disc, invalid, vanishes, lowest, rate = _prepare(grid, diffusion, field, method)
+    bad = (invalid | vanishes) if strict else invalid
+    rule = f"diffusion must be finite and {'> 0 on the interior faces' if strict else '>= 0'} on the grid"
+    flag = _concrete(bad)
+    if flag is None:
+        return eqx.error_if(disc, bad, rule), rate
+    if flag:
+        raise ValueError(f"{rule}, got min K = {float(lowest):.6g} (or non-finite values)")
+    return disc, rate
+
+
+# ---- the drift and the operator of one layer ---------------------------------------------------------------
+def _density_mean(f: Array, disc: _Discretisation) -> Array:
+    """m1/m0 of cell averages f, shape (d,)."""
+    return jnp.tensordot(f, disc.centres, axes=f.ndim) / jnp.sum(f)
+
+
+def _drift(
+    field: AbstractField, l: ArrayLike, mean: Array | None, disc: _Discretisation
+) -> tuple[Array, ...]:
+    """a = F − ∂K on the interior faces normal to each axis (the normal component)."""
+    return tuple(
+        field.layer_velocity(l, pts, mean)[..., k] - dK
+        for k, (pts, dK) in enumerate(zip(disc.face_points, disc.face_diffusion_gradient))
+    )
+
+
+def _coefficients(
+    field: AbstractField, l: ArrayLike, mean: Array | None, disc: _Discretisation
+) -> tuple[tuple[Array, Array], ...]:
+    """The face coefficients (α, β) of every axis for layer l."""
+    drift = _drift(field, l, mean, disc)
+    return tuple(
+        fitted_flux_coefficients(a, K, h) for a, K, h in zip(drift, disc.face_diffusion, disc.spacing)
+    )
+
+
+def _corner_means(disc: _Discretisation) -> Array:
+    """The corners (2^d, d) of the box of cell centres, where the mean of a non-negative density lies."""
+    ends = [(ax.x[0], ax.x[-1]) for ax in _axes(disc.grid)]
+    return jnp.array(list(itertools.product(*ends)), disc.centres.dtype)
+
+
+def _rate_bound(field: AbstractField, disc: _Discretisation, method: str) -> Array:
+    """Inverse time scale of the step over all layers: max(−L_ii) (explicit), Σ_axes max|a|/h (implicit)."""
+    means = _corner_means(disc) if field.feedback is not None else None
+
+    def over_means(fn: Callable[[Array | None], Any]) -> Any:
+        """fn(mean), each leaf maximised over the corner means when the field has feedback."""
+        if means is None:
+            return fn(None)
+        return jax.tree_util.tree_map(lambda v: jnp.max(v, axis=0), jax.vmap(fn)(means))
+
+    def layer_rate(l: Array) -> Array:
+        if method == "explicit":
+            coefficients = over_means(lambda m: _coefficients(field, l, m, disc))
+            return jnp.max(outflow_rate(coefficients, disc.spacing))
+        speeds = over_means(lambda m: tuple(jnp.abs(a) for a in _drift(field, l, m, disc)))
+        return sum(jnp.max(s) / h for s, h in zip(speeds, disc.spacing))
+
+    return jnp.max(jax.lax.map(layer_rate, jnp.arange(field.num_layers)))
+
+
+def _time_step(rate: Array, cfl: ArrayLike, span: float) -> Array:
+    """cfl / rate, at most the whole time span (a field that does not move anything allows any step)."""
+    moving = rate * span > cfl
+    return jnp.where(moving, cfl / jnp.where(moving, rate, 1.0), span)
+
+
+# ---- one time step -----------------------------------------------------------------------------------------
+def _explicit_step(field: AbstractField, disc: _Discretisation, f: Array, t: Array, dt: Array) -> Array:
+    """Heun's SSP-RK2 step; the coefficients are shared by both stages unless the bias has feedback."""
+    l = field.layer_index(t + dt / 2)
+    fixed = None if field.feedback is not None else _coefficients(field, l, None, disc)
+
+    def euler(g: Array) -> Array:
+        coefficients = fixed if fixed is not None else _coefficients(field, l, _density_mean(g, disc), disc)
+        return g + dt * apply_fitted_operator(coefficients, g, disc.spacing)
+
+    return 0.5 * (f + euler(euler(f)))
+
+
+def _block_system(coefficients, spacing) -> tuple[Array, Array, Array]:
+    """L of a 2-D grid as columns x_i coupled to x_{i±1}: (lower (nx, ny), blocks (nx, ny, ny), upper)."""
+    (ax, bx), (ay, by) = coefficients
+    hx, hy = spacing
+    lower, diag_x, upper = (band.T for band in tridiagonal_bands(ax.T, bx.T, hx))
+    lower_y, diag_y, upper_y = tridiagonal_bands(ay, by, hy)
+    ny = diag_y.shape[-1]
+    j = np.arange(ny)
+    blocks = jnp.zeros((*diag_y.shape, ny), diag_y.dtype)
+    blocks = blocks.at[:, j, j].set(diag_x + diag_y)
+    blocks = blocks.at[:, j[:-1], j[1:]].set(upper_y[:, :-1]).at[:, j[1:], j[:-1]].set(lower_y[:, 1:])
+    return lower, blocks, upper
+
+
+def _solve_2d(coefficients, spacing, rhs: Array, shift: float, scale: Array, pin=None) -> Array:
+    """Solve A x = rhs, A = shift I − scale L on a 2-D grid; with ``pin`` = (i, j), the row (i, j) of A is
+    replaced by A_pin,pin e_pin and the right-hand side by A_pin,pin e_pin, so that x_pin = 1 (``rhs`` only
+    gives the shape). The block Thomas algorithm runs along the longer axis (dense blocks of the shorter
+    side); derivatives follow the implicit function theorem (``lax.custom_linear_solve``: one transposed
+    solve in reverse mode instead of differentiating the elimination)."""
+    if pin is not None:
+        pivot = shift + scale * outflow_rate(coefficients, spacing)[pin]
+        rhs = jnp.zeros_like(rhs).at[pin].set(pivot)
+
+    def matvec(x: Array) -> Array:
+        y = shift * x - scale * apply_fitted_operator(coefficients, x, spacing)
+        return y if pin is None else y.at[pin].set(pivot * x[pin])
+
+    swap = rhs.shape[1] > rhs.shape[0]
+    if swap:
+        (ax, bx), (ay, by) = coefficients
+        lower, blocks, upper = _block_system(((ay.T, by.T), (ax.T, bx.T)), spacing[::-1])
+    else:
+        lower, blocks, upper = _block_system(coefficients, spacing)
+    eye = jnp.eye(blocks.shape[-1], dtype=blocks.dtype)
+    lower, blocks, upper = -scale * lower, shift * eye[None] - scale * blocks, -scale * upper
+    if pin is not None:
+        i, j = pin[::-1] if swap else pin
+        blocks = blocks.at[i, j, :].set(0.0).at[i, j, j].set(pivot)
+        lower, upper = lower.at[i, j].set(0.0), upper.at[i, j].set(0.0)
+
+    def oriented(solver):
+        return lambda _, b: solver(b.T).T if swap else solver(b)
+
+    def solve(b: Array) -> Array:
+        return block_tridiagonal_solve(lower, blocks, upper, b)
+
+    def transpose_solve(b: Array) -> Array:  # Aᵀ: transposed blocks, couplings to i ± 1 exchanged
+        return block_tridiagonal_solve(
+            jnp.roll(upper, 1, axis=0), jnp.swapaxes(blocks, -1, -2), jnp.roll(lower, -1, axis=0), b
+        )
+
+    return jax.lax.custom_linear_solve(matvec, rhs, oriented(solve), oriented(transpose_solve))
+
+
+def _implicit_step(
+    field: AbstractField, disc: _Discretisation, theta: Array, f: Array, t: Array, dt: Array
+) -> Array:
+    """θ-scheme in increment form (I − θ Δt L) Δf = Δt L f; a feedback mean is that of the old density."""
+    l = field.layer_index(t + dt / 2)
+    mean = _density_mean(f, disc) if field.feedback is not None else None
+    coefficients = _coefficients(field, l, mean, disc)
+    rhs = dt * apply_fitted_operator(coefficients, f, disc.spacing)
+    if f.ndim == 1:
+        lower, diagonal, upper = tridiagonal_bands(*coefficients[0], disc.spacing[0])
+        s = theta * dt
+        delta = jax.lax.linalg.tridiagonal_solve(-s * lower, 1 - s * diagonal, -s * upper, rhs[:, None])[:, 0]
+    else:
+        delta = _solve_2d(coefficients, disc.spacing, rhs, 1.0, theta * dt)
+    return f + delta
+
+
+@eqx.filter_jit
+def _solve(
+    field: AbstractField,
+    f0: Array,
+    disc: _Discretisation,
+    dt: Array | None,
+    save_at: tuple[float, ...],
+    steps: int,
+    method: str,
+    theta: Array,
+    cfl: Array,
+    adjoint: str,
+) -> tuple[Array, Array]:
+    save = np.asarray(save_at)
+    if dt is None:
+        dt = _time_step(_rate_bound(field, disc, method), cfl, save[-1])
+    if method == "explicit":
+        advance = partial(_explicit_step, field, disc)
+    else:
+        advance = partial(_implicit_step, field, disc, theta)
+
+    def step(f: Array, t: Array, dt: Array) -> Array:  # the density keeps its dtype (f0 may be float32)
+        return advance(f, t, dt).astype(f.dtype)
+
+    saved, info = integrate(step, f0, save, dt, _layer_stops(field), max_steps=steps, adjoint=adjoint)
+    return saved, info["num_steps"]
+
+
+# ---- validation --------------------------------------------------------------------------------------------
+def _layer_stops(field: AbstractField) -> np.ndarray:
+    """The interior layer boundaries l Δt, l = 1, …, L − 1."""
+    return np.arange(1, field.num_layers) * field.dt
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"unknown {name}={value!r}; allowed values: {', '.join(map(repr, allowed))}")
+
+
+def _check_number(name: str, value: Any, lo: float, hi: float, lo_open: bool, allowed: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
+    if not (math.isfinite(x) and (x > lo if lo_open else x >= lo) and x <= hi):
+        raise ValueError(f"{name} must lie in {allowed}, got {name}={value!r}")
+    return x
+
+
+def _check_field_and_grid(field: Any, grid: Any) -> None:
+    if not isinstance(field, AbstractField):
+        raise TypeError(f"field must be a NeuralField (or another AbstractField), got {type(field).__name__}")
+    if type(field).enter_layer is not AbstractField.enter_layer:
+        raise TypeError(
+            f"field of type {type(field).__name__} maps the data between layers (enter_layer); the "
+            "Fokker–Planck solver needs a field that only moves the data (a NeuralField)"
+        )
+    if not isinstance(grid, Grid1D | Grid2D):
+        raise TypeError(f"grid must be a Grid1D or a Grid2D, got {type(grid).__name__}")
+    if field.d != grid.d:
+        raise ValueError(f"field.d={field.d} must equal grid.d={grid.d} (the field acts on the grid's space)")
+
+
+def _check_density(f0: Any, grid: Grid1D | Grid2D) -> Array:
+    try:
+        f = jnp.asarray(f0)
+    except TypeError as exc:
+        raise TypeError(f"f0 must be an array of cell averages, got {type(f0).__name__}") from exc
+    if not (jnp.issubdtype(f.dtype, jnp.integer) or jnp.issubdtype(f.dtype, jnp.floating)):
+        raise TypeError(f"f0 must be real-valued, got dtype {f.dtype}")
+    if tuple(f.shape) != tuple(grid.shape):
+        raise ValueError(f"f0 must have the grid's shape {tuple(grid.shape)}, got shape {tuple(f.shape)}")
+    f = f.astype(jnp.result_type(f.dtype, float))
+    try:
+        values = np.asarray(f)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return f
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"f0 must be finite, got {int(np.sum(~np.isfinite(values)))} non-finite values")
+    if np.any(values < 0):
+        raise ValueError(f"f0 must be a non-negative density, got min(f0)={values.min():.6g}")
+    return f
+
+
+def _scan_length(save: np.ndarray, stops: np.ndarray, step: float | None, max_steps: int | None) -> int:
+    """Steps per save interval: counted from a concrete step (at most ``max_steps``), else ``max_steps``."""
+    if step is None:
+        if max_steps is None:
+            raise ValueError(
+                "the time step depends on traced values (jax.grad / jax.jit w.r.t. the field or the "
+                "diffusion), so the number of steps cannot be computed: pass max_steps= (a bound on the "
+                "steps between two save times), or a fixed dt= with method='implicit'"
+            )
+        return max_steps
+    targets = save[save > 0]
+    steps = _steps_needed(targets, np.unique(np.concatenate([stops, targets])), 0.0, step)
+    if max_steps is None:
+        return steps
+    if steps > max_steps:
+        raise ValueError(f"max_steps={max_steps} is too small: {steps} steps are needed per save interval")
+    return max_steps
+
+
+def _concrete(x: Array) -> float | None:
+    try:
+        return float(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+# ---- public API --------------------------------------------------------------------------------------------
+def solve_fokker_planck(
+    field: AbstractField,
+    f0: ArrayLike,
+    grid: Grid1D | Grid2D,
+    diffusion: Diffusion,
+    t_final: float | None = None,
+    save_at: ArrayLike | None = None,
+    scheme: str = "chang_cooper",
+    method: str = "explicit",
+    theta: float = 1.0,
+    cfl: float = 0.5,
+    dt: float | None = None,
+    boundary: str = "zero_flux",
+    max_steps: int | None = None,
+    adjoint: str = "checkpointed",
+) -> KineticSolution:
+    """Solve ∂_t f + ∇·(σ(W(t)x + b(t)) f) = Δ(K f) with zero-flux walls (see the module docstring).
+
+    Args:
+        field: the velocity field (a :class:`NeuralField`, possibly with a feedback bias).
+        f0: initial cell averages, shape ``grid.shape``, finite and non-negative.
+        grid: a :class:`Grid1D` or :class:`Grid2D` with ``grid.d == field.d``.
+        diffusion: K ≥ 0, a number, a 0-d array, or a callable K(x) (1-D, x an array of points) /
+            K(X, Y) (2-D) returning one value per point, e.g. an ``eqx.Module`` with parameters.
+        t_final: final time (default ``field.T``); ignored when ``save_at`` is given.
+        save_at: increasing times >= 0 at which to return f (default [0, t_final]).
+        scheme: ``"chang_cooper"`` or ``"scharfetter_gummel"``: two names of one exponentially fitted flux.
+        method: ``"explicit"`` (SSP-RK2) or ``"implicit"`` (θ-scheme with direct solves).
+        theta: implicit weight in [1/2, 1]: 1 backward Euler (positive for every Δt), 1/2 Crank–Nicolson.
+        cfl: in (0, 1]; the explicit step is cfl times the positivity limit, the default implicit step cfl
+            times the advective limit.
+        dt: a fixed step for ``method="implicit"`` (then no bound on the steps is needed under ``jax.grad``).
+        boundary: ``"zero_flux"``.
+        max_steps: bound on the steps between two save times; required when the step depends on traced
+            values (under ``jax.grad``/``jax.jit`` w.r.t. the field or K) and not fixed by ``dt``.
+        adjoint: ``"checkpointed"`` or ``"direct"`` (see :mod:`meanfield_jax.timestepping`).
+
+    Returns:
+        A :class:`KineticSolution` (``outflow`` is zero: the walls carry no flux).
+    """
+    _check_field_and_grid(field, grid)
+    _check_choice("scheme", scheme, SCHEMES)
+    _check_choice("method", method, METHODS)
+    _check_choice("boundary", boundary, BOUNDARIES)
+    _check_choice("adjoint", adjoint, ADJOINTS)
+    cfl = _check_number("cfl", cfl, 0.0, 1.0, True, "(0, 1]")
+    theta = _check_number("theta", theta, 0.5, 1.0, False, "[0.5, 1] (1 backward Euler, 0.5 Crank–Nicolson)")
+    if dt is not None:
+        if method == "explicit":
+            raise ValueError(f"dt={dt!r} is the fixed step of method='implicit'; explicit steps follow cfl")
+        dt = _check_number("dt", dt, 0.0, math.inf, True, "(0, inf)")
+    bad_bound = isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    if max_steps is not None and bad_bound:
+        raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
+    save = resolve_save_times(t_final, save_at, field.T)
+    f0 = _check_density(f0, grid)
+    if dt is None:
+        disc, rate = _discretise(grid, diffusion, False, field, method)
+        step = _concrete(_time_step(rate, cfl, save[-1]))
+    else:
+        (disc, _), step = _discretise(grid, diffusion, False), dt
+    steps = _scan_length(save, _layer_stops(field), step, max_steps)
+    dt_array = None if dt is None else jnp.asarray(dt, f0.dtype)
+    save_times = tuple(save.tolist())
+    theta, cfl = jnp.asarray(theta), jnp.asarray(cfl)
+    saved, num_steps = _solve(field, f0, disc, dt_array, save_times, steps, method, theta, cfl, adjoint)
+    return KineticSolution(
+        ts=jnp.asarray(save, f0.dtype),
+        f=saved,
+        grid=grid,
+        outflow=jnp.zeros((save.shape[0], 2 * grid.d), f0.dtype),
+        num_steps=num_steps,
+    )
+
+
+@eqx.filter_jit
+def _steady_state(field: AbstractField, disc: _Discretisation, layer: Array) -> Array:
+    spacing = disc.spacing
+    if disc.grid.d == 1:
+        # J_{i+1/2} = 0  <=>  f_{i+1} = f_i exp(a h / K): a cumulative sum in log space
+        (a,) = _drift(field, layer, None, disc)
+        log_f = jnp.concatenate([jnp.zeros(1, a.dtype), jnp.cumsum(a * spacing[0] / disc.face_diffusion[0])])
+        f = jnp.exp(log_f - jnp.max(log_f))
+    else:
+        # L f = 0 with one equation replaced by f_c = 1, solved twice: c is first the centre cell, then the
+        # largest value of that solution, so that the pinned value is of the order of the largest one (the
+        # normalised result does not depend on c; two passes of one scan compile the solver once)
+        coefficients = _coefficients(field, layer, None, disc)
+        zeros = jnp.zeros(disc.grid.shape, disc.centres.dtype)
+
+        def pinned(pin, _):
+            f = _solve_2d(coefficients, spacing, zeros, 0.0, 1.0, pin=pin)
+            largest = jnp.argmax(jax.lax.stop_gradient(jnp.where(jnp.isfinite(f), f, -jnp.inf)))
+            return jnp.unravel_index(largest, disc.grid.shape), f
+
+        centre = tuple(jnp.asarray(n // 2) for n in disc.grid.shape)
+        _, solutions = jax.lax.scan(pinned, centre, None, length=2)
+        f = solutions[-1]
+    return f / disc.grid.integrate(f)
+
+
+def fokker_planck_steady_state(
+    field: AbstractField,
+    grid: Grid1D | Grid2D,
+    diffusion: Diffusion,
+    layer: int = -1,
+    scheme: str = "chang_cooper",
+) -> Array:
+    """The zero-flux steady state of the discrete Fokker–Planck operator of one layer, with mass 1.
+
+    It is the null vector of L (the fixed point of both time steppers), computed directly, so it is
+    differentiable w.r.t. the field and K without iterating: in 1-D the product f_{i+1} = f_i e^{a h/K}
+    (a cumulative sum of logarithms, normalised); in 2-D a block-tridiagonal solve of L f = 0 with one
+    equation replaced by f_c = 1, then normalised. For F = w x + b (W x + b with diagonal W in 2-D) and a
+    constant K it equals the Gaussian at the cell centres up to round-off.
+
+    Args:
+        field: a :class:`NeuralField` without feedback bias.
+        grid: a :class:`Grid1D` or :class:`Grid2D` with ``grid.d == field.d``.
+        diffusion: K, as in :func:`solve_fokker_planck`, but > 0 on the interior faces.
+        layer: the layer whose field is used (default −1, the last: the time stepper keeps the last layer's
+            field after t = T, so this is the limit of its solution as t → ∞).
+        scheme: as in :func:`solve_fokker_planck`.
+
+    Returns:
+        f∞ of shape ``grid.shape`` with ``grid.integrate(f∞) == 1``.
+    """
+    _check_field_and_grid(field, grid)
+    _check_choice("scheme", scheme, SCHEMES)
+    if field.feedback is not None:
+        raise ValueError(
+            f"field has a feedback bias (feedback={field.feedback}): its steady state solves a nonlinear "
+            "problem; pass a field without feedback (feedback=None)"
+        )
+    L = field.num_layers
+    if isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not -L <= layer < L:
+        raise ValueError(f"layer must be an integer in [{-L}, {L}) (the field has {L} layers), got {layer!r}")
+    disc, _ = _discretise(grid, diffusion, strict=True)
+    return _steady_state(field, disc, jnp.asarray(int(layer) % L))

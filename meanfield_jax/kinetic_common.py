@@ -1,0 +1,283 @@
+"""Finite-volume building blocks shared by the kinetic solvers (continuity and Fokker–Planck equations).
+
+Both solvers advance cell averages f_i of a density by the conservative update
+
+    d f_i / dt = −Σ_axes (G_{i+1/2} − G_{i−1/2}) / h_axis,
+
+with a numerical flux G at the cell faces, on a :class:`~meanfield_jax.grid.Grid1D` or
+:class:`~meanfield_jax.grid.Grid2D`. This module holds what does not depend on the flux: the drift
+F(t, x) = σ(W(t) x + b(t) [+ β m1/m0]) sampled at the faces (u at x-faces (x_{i±1/2}, y_j), v at y-faces
+(x_i, y_{j±1/2})) with the wall conditions built in, the Courant bound of the drift over all layers (and
+over every feedback mean a non-negative density on the grid can have), the divergence of face fluxes, the
+mass leaving through each wall, the feedback mean m1/m0, the layer boundaries the time loop must land on,
+and the strong-stability-preserving Runge–Kutta steps.
+
+Walls: ``outflow`` (nothing enters; mass leaves where F points outward), ``zero_flux`` (F = 0 on the
+walls, so G = 0 there) and ``periodic`` (the wrap face carries one flux, with F taken at the lower wall,
+so whatever leaves at one end enters at the other).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from .field import AbstractField
+from .grid import Grid1D, Grid2D
+from .timestepping import _steps_needed
+
+__all__ = [
+    "BOUNDARIES",
+    "SSP_STEPPERS",
+    "advection_rate_bound",
+    "cell_outflow_rates",
+    "check_choice",
+    "density_mean",
+    "face_velocities",
+    "flux_divergence",
+    "grid_axes",
+    "is_traced",
+    "layer_stops",
+    "maps_between_layers",
+    "push_forward_cells",
+    "ssp_rk_step",
+    "steps_per_save_interval",
+    "validate_density",
+    "validate_field_and_grid",
+    "wall_mass_rates",
+]
+
+BOUNDARIES = ("outflow", "zero_flux", "periodic")
+
+# Shu–Osher form: u1 = E(u0), u_{k+1} = a_k u0 + c_k E(u_k), with E the forward-Euler step. Every stage is
+# a convex combination of Euler steps of size Δt, so each keeps the Euler step's positivity (SSP
+# coefficient 1): "ssprk2" is Heun's method, "ssprk3" the third-order scheme of Shu and Osher (1988).
+SSP_STEPPERS: dict[str, tuple[tuple[float, float], ...]] = {
+    "euler": (),
+    "ssprk2": ((0.5, 0.5),),
+    "ssprk3": ((0.75, 0.25), (1.0 / 3.0, 2.0 / 3.0)),
+}
+
+
+# ---- validation -----------------------------------------------------------------------------------------
+def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
+    """``value`` if it is one of ``allowed``, else a ValueError naming the argument and the choices."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"unknown {name}={value!r}; allowed values: {', '.join(map(repr, allowed))}")
+    return value
+
+
+def is_traced(tree: Any) -> bool:
+    """Whether any array in ``tree`` is a tracer (under jax.jit / jax.grad), i.e. has no concrete value."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def validate_field_and_grid(field: Any, grid: Any) -> None:
+    """TypeError/ValueError unless ``field`` is a velocity field of the grid's dimension."""
+    if not isinstance(field, AbstractField):
+        raise TypeError(f"field must be a NeuralField (or another AbstractField), got {type(field).__name__}")
+    if not isinstance(grid, Grid1D | Grid2D):
+        raise TypeError(f"grid must be a Grid1D or a Grid2D, got {type(grid).__name__}")
+    if field.d != grid.d:
+        raise ValueError(f"field.d={field.d} must equal grid.d={grid.d} (the field acts on the grid's space)")
+
+
+def validate_density(f0: ArrayLike, grid: Grid1D | Grid2D, name: str = "f0") -> Array:
+    """``f0`` as a floating array of the grid's shape; a concrete one must be finite and non-negative."""
+    try:
+        f = jnp.asarray(f0)
+    except TypeError as exc:
+        raise TypeError(f"{name} must be an array of cell averages, got {type(f0).__name__}") from exc
+    if not jnp.issubdtype(f.dtype, jnp.number) or jnp.issubdtype(f.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real-valued, got dtype {f.dtype}")
+    if tuple(f.shape) != tuple(grid.shape):
+        raise ValueError(f"{name} has shape {tuple(f.shape)} but the grid has shape {tuple(grid.shape)}")
+    if not jnp.issubdtype(f.dtype, jnp.floating):
+        f = f.astype(jnp.result_type(float))
+    if not is_traced(f):
+        values = np.asarray(f)
+        if not np.all(np.isfinite(values)):
+            bad = int(np.sum(~np.isfinite(values)))
+            raise ValueError(f"{name} must be finite, got {bad} non-finite values (NaN or inf)")
+        if np.any(values < 0):
+            raise ValueError(f"{name} must be a non-negative density, got min({name})={values.min():.6g}")
+    return f
+
+
+# ---- geometry -------------------------------------------------------------------------------------------
+def grid_axes(grid: Grid1D | Grid2D) -> tuple[Grid1D, ...]:
+    """The 1-D axes of a grid: (grid,) in 1-D, (xaxis, yaxis) in 2-D."""
+    return (grid,) if isinstance(grid, Grid1D) else (grid.xaxis, grid.yaxis)
+
+
+def layer_stops(field: AbstractField) -> np.ndarray:
+    """The interior layer boundaries l Δt, l = 1, …, L − 1, where the drift may jump."""
+    return np.arange(1, field.num_layers) * field.dt
+
+
+def steps_per_save_interval(save_at: np.ndarray, stops: np.ndarray, dt: float) -> int:
+    """Steps of size ≤ dt, landing on every stop and save time, that the longest save interval takes."""
+    targets = save_at[save_at > 0]
+    return _steps_needed(targets, np.unique(np.concatenate([stops, targets])), 0.0, dt)
+
+
+def maps_between_layers(field: AbstractField) -> bool:
+    """Whether the field changes the data as they enter a layer (``enter_layer`` is not the identity)."""
+    return type(field).enter_layer is not AbstractField.enter_layer
+
+
+def push_forward_cells(f: Array, grid: Grid1D | Grid2D, transform: Callable[[Array], Array]) -> Array:
+    """T#f on the grid: the mass of each cell moves to the image T(x_c) of its centre, shared out among the
+    (up to 2^d) nearest cell centres with the linear (cloud-in-cell) weights.
+
+    ``transform`` maps points of shape (..., d) to points of the same shape. The weights sum to one (mass is
+    conserved; images beyond the outer centres go to the wall cells) and reproduce the image's position,
+    so the first moment is exact away from the walls; a centre mapped onto a centre stays in one cell.
+    For a coordinate projection (dropped components set to 0) the mass collapses onto the one or two rows
+    of cells next to the hyperplane.
+    """
+    axes = grid_axes(grid)
+    centres = jnp.stack(jnp.meshgrid(*[ax.x for ax in axes], indexing="ij"), axis=-1)
+    image = transform(centres)
+    lower, frac = [], []
+    for a, ax in enumerate(axes):
+        s = jnp.clip((image[..., a] - ax.x[0]) / ax.dx, 0.0, ax.n - 1.0)  # in units of cells from the 1st
+        i = jnp.minimum(jnp.floor(s), ax.n - 2.0)
+        lower.append(i.astype(jnp.int32))
+        frac.append(s - i)
+    out = jnp.zeros_like(f)
+    for corner in itertools.product((0, 1), repeat=len(axes)):
+        weight = f
+        for c, fr in zip(corner, frac):
+            weight = weight * (fr if c else 1.0 - fr)
+        out = out.at[tuple(i + c for i, c in zip(lower, corner))].add(weight)
+    return out
+
+
+def density_mean(f: Array, grid: Grid1D | Grid2D) -> Array:
+    """The mean m1/m0 of cell averages f (shape (d,)); the centre of the domain when the mass is zero."""
+    mass = jnp.sum(f)
+    axes = grid_axes(grid)
+    first = [
+        jnp.sum(f, axis=tuple(b for b in range(len(axes)) if b != a)) @ ax.x for a, ax in enumerate(axes)
+    ]
+    centre = jnp.array([(ax.lo + ax.hi) / 2 for ax in axes], f.dtype)
+    safe = jnp.where(mass > 0, mass, 1.0)
+    return jnp.where(mass > 0, jnp.stack(first) / safe, centre)
+
+
+def _with_walls(v: Array, axis: int, boundary: str) -> Array:
+    """Face values along ``axis`` with the wall condition: zero on zero-flux walls, wrapped when periodic."""
+    v = jnp.moveaxis(v, axis, 0)
+    if boundary == "zero_flux":
+        v = v.at[0].set(0.0).at[-1].set(0.0)
+    elif boundary == "periodic":
+        v = v.at[-1].set(v[0])
+    return jnp.moveaxis(v, 0, axis)
+
+
+def face_velocities(
+    field: AbstractField, l: ArrayLike, grid: Grid1D | Grid2D, boundary: str, mean: ArrayLike | None = None
+) -> tuple[Array, ...]:
+    """The normal drift on the faces of layer l: 1-D F(x_{i+1/2}) of shape (n + 1,); 2-D u(x_{i+1/2}, y_j)
+    of shape (nx + 1, ny) and v(x_i, y_{j+1/2}) of shape (nx, ny + 1). ``mean`` is the feedback mean."""
+    axes = grid_axes(grid)
+    out = []
+    for a in range(len(axes)):
+        coords = [ax.faces if b == a else ax.x for b, ax in enumerate(axes)]
+        points = jnp.stack(jnp.meshgrid(*coords, indexing="ij"), axis=-1)
+        out.append(_with_walls(field.layer_velocity(l, points, mean)[..., a], a, boundary))
+    return tuple(out)
+
+
+def cell_outflow_rates(
+    outward_upper: Sequence[Array], outward_lower: Sequence[Array], grid: Grid1D | Grid2D
+) -> Array:
+    """Rate at which each cell empties, Σ_axes (F⁺ on its upper face + F⁻ on its lower face) / h_axis.
+
+    ``outward_upper[a]`` holds max(F, 0) and ``outward_lower[a]`` max(−F, 0) on the faces normal to axis a.
+    An explicit upwind step of size Δt keeps f ≥ 0 exactly when Δt · rate ≤ 1 in every cell.
+    """
+    rate = 0.0
+    for a, ax in enumerate(grid_axes(grid)):
+        n = outward_upper[a].shape[a]
+        upper = jax.lax.slice_in_dim(outward_upper[a], 1, n, axis=a)
+        lower = jax.lax.slice_in_dim(outward_lower[a], 0, n - 1, axis=a)
+        rate = rate + (upper + lower) / ax.dx
+    return rate
+
+
+def _mean_box_corners(grid: Grid1D | Grid2D) -> Array:
+    """Corners (2^d, d) of the box of cell centres, which holds the mean of every non-negative density."""
+    return jnp.array(list(itertools.product(*[(ax.x[0], ax.x[-1]) for ax in grid_axes(grid)])))
+
+
+def advection_rate_bound(field: AbstractField, grid: Grid1D | Grid2D, boundary: str) -> Array:
+    """max over layers and cells of :func:`cell_outflow_rates` of the drift, the inverse of the largest
+    positive upwind step.
+
+    With a feedback bias the drift depends on the data's mean, which lies in the box of cell centres; σ is
+    non-decreasing and the mean enters its argument linearly, so F⁺ and F⁻ on each face are largest at a
+    corner of that box, and the bound takes, face by face, the largest over the corners.
+    """
+    means = _mean_box_corners(grid) if field.feedback is not None else None
+
+    def layer_bound(l: Array) -> Array:
+        if means is None:
+            vel = face_velocities(field, l, grid, boundary)
+            upper = [jnp.maximum(v, 0.0) for v in vel]
+            lower = [jnp.maximum(-v, 0.0) for v in vel]
+        else:
+            vel = jax.vmap(lambda m: face_velocities(field, l, grid, boundary, m))(means)
+            upper = [jnp.max(jnp.maximum(v, 0.0), axis=0) for v in vel]
+            lower = [jnp.max(jnp.maximum(-v, 0.0), axis=0) for v in vel]
+        return jnp.max(cell_outflow_rates(upper, lower, grid))
+
+    return jnp.max(jax.lax.map(layer_bound, jnp.arange(field.num_layers)))
+
+
+# ---- conservative update --------------------------------------------------------------------------------
+def flux_divergence(fluxes: Sequence[Array], grid: Grid1D | Grid2D) -> Array:
+    """−Σ_axes (G_{i+1/2} − G_{i−1/2}) / h_axis for face fluxes G (one array per axis, n + 1 faces)."""
+    out = 0.0
+    for a, (G, ax) in enumerate(zip(fluxes, grid_axes(grid))):
+        out = out - jnp.diff(G, axis=a) / ax.dx
+    return out
+
+
+def wall_mass_rates(fluxes: Sequence[Array], grid: Grid1D | Grid2D, boundary: str) -> Array:
+    """Mass per unit time leaving through each wall, [lower, upper] per axis (shape (2 d,)).
+
+    The face flux G is a mass flux per unit transverse length, so the rate through a wall is G summed over
+    its faces times the transverse cell width. Periodic walls lose nothing (the wrap face is interior).
+    """
+    axes = grid_axes(grid)
+    rates = []
+    for a, G in enumerate(fluxes):
+        width = float(np.prod([ax.dx for b, ax in enumerate(axes) if b != a]))
+        G = jnp.moveaxis(G, a, 0)
+        rates += [-jnp.sum(G[0]) * width, jnp.sum(G[-1]) * width]
+    rates = jnp.stack(rates)
+    return jnp.zeros_like(rates) if boundary == "periodic" else rates
+
+
+# ---- time stepping --------------------------------------------------------------------------------------
+def ssp_rk_step(rhs: Callable[[Any], Any], u: Any, dt: Array, method: str) -> Any:
+    """One step of an SSP Runge–Kutta method (see ``SSP_STEPPERS``) for du/dt = rhs(u), u a pytree."""
+
+    def euler(v):
+        return jax.tree_util.tree_map(lambda x, dx: x + dt * dx, v, rhs(v))
+
+    def combine(a: float, c: float, v):
+        return jax.tree_util.tree_map(lambda x0, x1: a * x0 + c * x1, u, euler(v))
+
+    v = euler(u)
+    for a, c in SSP_STEPPERS[method]:
+        v = combine(a, c, v)
+    return v

@@ -1,0 +1,258 @@
+"""Finite-volume solver of the continuity (Vlasov-type) equation of the data density (MODEL.md §3).
+
+    ∂_t f + ∇·(F(t, x) f) = 0,   F(t, x) = σ(W(t) x + b(t) [+ β m1/m0]),   f(0) = f0,
+
+on a Grid1D or Grid2D. Semi-discretisation (method of lines), dimension by dimension:
+
+    d f_i / dt = −Σ_axes (G_{i+1/2} − G_{i−1/2}) / h_axis,
+    G_{i+1/2} = F⁺_{i+1/2} f^−_{i+1/2} + F⁻_{i+1/2} f^+_{i+1/2},
+
+the upwind flux of the reconstructed face values (F^± = max/min(F, 0); f^− from the cell below the face,
+f^+ from the cell above; see :mod:`meanfield_jax.reconstruction`) with the drift sampled at the face centre:
+F(x_{i+1/2}) in 1-D, u(x_{i+1/2}, y_j) on x-faces and v(x_i, y_{j+1/2}) on y-faces in 2-D. Schemes:
+``upwind`` (first order), ``muscl`` with a ``minmod`` / ``vanleer`` / ``mc`` limiter (second order), and
+``cweno3`` (third order in 1-D; the face-midpoint flux makes it formally second order in 2-D). Time
+stepping: forward Euler, SSP-RK2 (Heun) or SSP-RK3 (Shu–Osher). The layer of the drift is that of the
+step's midpoint, and the steps land on every layer boundary and save time
+(:func:`meanfield_jax.timestepping.integrate`); a feedback bias uses the mean m1/m0 of each Runge–Kutta
+stage's own density. A field that maps the data as
+they enter a layer (``enter_layer``, e.g. the AutoencODE's projection onto its active components) has the
+density pushed forward by that map at the start of each layer, cell by cell
+(:func:`~meanfield_jax.kinetic_common.push_forward_cells`).
+
+Courant number and positivity. The step is Δt = cfl / R, where R is the largest rate at which a cell can
+empty, R = max over layers and cells of Σ_axes (F⁺ on the upper face + F⁻ on the lower face)/h_axis
+(:func:`~meanfield_jax.kinetic_common.advection_rate_bound`; it reduces to max |F|/Δx where the flow
+passes through a cell and is the sharp bound where it diverges from one, as around the repelling point of
+the classification field). A forward-Euler step of f ≥ 0 keeps f ≥ 0 when the outflow of each cell,
+Δt Σ F^out f^face/h, is at most f̄: with f^face = f̄ (upwind) that is cfl ≤ 1; with face values in
+[0, 2 f̄] (every MUSCL limiter here, and CWENO3 after its scaling limiter) it is cfl ≤ 1/2. The SSP
+steppers are convex combinations of such Euler steps, so the limits — ``CFL_LIMITS`` — hold for all of
+them, and a larger cfl is rejected. With zero-flux or periodic walls the scheme conserves mass to round-off;
+with outflow walls (no inflow) the mass that leaves is integrated alongside f by the same Runge–Kutta
+stages and returned as ``KineticSolution.outflow``, so mass + outflow is conserved to round-off.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike
+
+from .field import AbstractField
+from .grid import Grid1D, Grid2D
+from .kinetic_common import (
+    BOUNDARIES,
+    SSP_STEPPERS,
+    advection_rate_bound,
+    check_choice,
+    density_mean,
+    face_velocities,
+    flux_divergence,
+    grid_axes,
+    is_traced,
+    layer_stops,
+    maps_between_layers,
+    push_forward_cells,
+    ssp_rk_step,
+    steps_per_save_interval,
+    validate_density,
+    validate_field_and_grid,
+    wall_mass_rates,
+)
+from .reconstruction import LIMITERS, cweno3, muscl, piecewise_constant
+from .solution import KineticSolution
+from .timestepping import ADJOINTS, integrate, resolve_save_times
+
+__all__ = ["CFL_LIMITS", "SCHEMES", "cfl_time_step", "solve_vlasov", "upwind_flux"]
+
+SCHEMES = ("upwind", "muscl", "cweno3")
+CFL_LIMITS = {"upwind": 1.0, "muscl": 0.5, "cweno3": 0.5}
+_PAD_MODES = {"outflow": "constant", "zero_flux": "symmetric", "periodic": "wrap"}
+
+
+class _Config(NamedTuple):
+    """The static choices of a solve (hashable, so that compiled solvers are reused)."""
+
+    scheme: str
+    limiter: str
+    boundary: str
+    time_stepper: str
+    cfl: float
+    adjoint: str
+
+
+def upwind_flux(f: Array, velocity: Array, axis: int, scheme: str, limiter: str, boundary: str, h: float):
+    """G = F⁺ f^− + F⁻ f^+ on the faces normal to ``axis`` (n + 1 of them) from cell averages ``f``.
+
+    The ghost cells beyond the walls are zero (outflow: nothing enters), a mirror image (zero flux, where
+    the wall velocity is zero anyway) or the periodic continuation. CWENO3 uses ε = (h · max|f|)² in its
+    weights, which makes them invariant under scaling of f and keeps third order at smooth extrema.
+    """
+    fa = jnp.moveaxis(f, axis, -1)
+    padded = jnp.pad(fa, [(0, 0)] * (fa.ndim - 1) + [(2, 2)], mode=_PAD_MODES[boundary])
+    if scheme == "upwind":
+        lower, upper = piecewise_constant(padded)
+    elif scheme == "muscl":
+        lower, upper = muscl(padded, LIMITERS[limiter])
+    else:
+        lower, upper = cweno3(padded, eps=(h * jnp.max(jnp.abs(fa))) ** 2)
+    v = jnp.moveaxis(velocity, axis, -1)
+    flux = jnp.maximum(v, 0.0) * upper[..., :-1] + jnp.minimum(v, 0.0) * lower[..., 1:]
+    return jnp.moveaxis(flux, -1, axis)
+
+
+def cfl_time_step(
+    field: AbstractField, grid: Grid1D | Grid2D, boundary: str, cfl: float, t_end: float
+) -> Array:
+    """Δt = cfl / R with the rate bound R of the module docstring (t_end when the drift vanishes)."""
+    return _step_from_rate(advection_rate_bound(field, grid, boundary), cfl, t_end)
+
+
+def _step_from_rate(rate: ArrayLike, cfl: float, t_end: float) -> Array:
+    return cfl / jnp.maximum(rate, cfl / t_end)
+
+
+def _rhs(field: AbstractField, grid, config: _Config, layer: Array, state):
+    """(df/dt, rate of mass loss through each wall) on the given layer."""
+    f, _ = state
+    mean = density_mean(f, grid) if field.feedback is not None else None
+    velocities = face_velocities(field, layer, grid, config.boundary, mean)
+    fluxes = [
+        upwind_flux(f, v, a, config.scheme, config.limiter, config.boundary, ax.dx)
+        for a, (v, ax) in enumerate(zip(velocities, grid_axes(grid)))
+    ]
+    return flux_divergence(fluxes, grid), wall_mass_rates(fluxes, grid, config.boundary)
+
+
+@eqx.filter_jit
+def _solve(field: AbstractField, f0: Array, grid, save_at: tuple[float, ...], config: _Config, steps: int):
+    save = np.asarray(save_at)
+    dt_max = cfl_time_step(field, grid, config.boundary, config.cfl, save[-1])
+
+    def step(state, t, dt):
+        f, outflow, entered = state
+        layer = field.layer_index(t + 0.5 * dt)
+        if maps_between_layers(field):
+            f = jax.lax.cond(
+                layer != entered,
+                lambda g: push_forward_cells(g, grid, lambda x: field.enter_layer(layer, x)),
+                lambda g: g,
+                f,
+            )
+        f, outflow = ssp_rk_step(
+            lambda u: _rhs(field, grid, config, layer, u), (f, outflow), dt, config.time_stepper
+        )
+        return f, outflow, layer
+
+    state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32))
+    (f, outflow, _), info = integrate(
+        step, state0, save, dt_max, layer_stops(field), max_steps=steps, adjoint=config.adjoint
+    )
+    return KineticSolution(
+        ts=jnp.asarray(save, f0.dtype), f=f, grid=grid, outflow=outflow, num_steps=info["num_steps"]
+    )
+
+
+_advection_rate_bound = eqx.filter_jit(advection_rate_bound)
+
+
+def _scan_length(steps: int) -> int:
+    """``steps`` rounded up to three significant bits, so that nearby step counts share one compilation."""
+    shift = max(0, steps.bit_length() - 3)
+    return -(-steps >> shift) << shift
+
+
+def _check_cfl(cfl, scheme: str) -> float:
+    try:
+        cfl = float(cfl)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cfl must be a number, got {type(cfl).__name__}") from exc
+    limit = CFL_LIMITS[scheme]
+    if not (np.isfinite(cfl) and 0 < cfl <= limit):
+        raise ValueError(
+            f"cfl={cfl} is outside (0, {limit}], the range in which scheme {scheme!r} keeps the density "
+            "non-negative (see CFL_LIMITS)"
+        )
+    return cfl
+
+
+def solve_vlasov(
+    field: AbstractField,
+    f0: ArrayLike,
+    grid: Grid1D | Grid2D,
+    t_final: float | None = None,
+    save_at: ArrayLike | None = None,
+    scheme: str = "muscl",
+    limiter: str = "mc",
+    cfl: float = 0.5,
+    boundary: str = "outflow",
+    time_stepper: str = "ssprk2",
+    max_steps: int | None = None,
+    adjoint: str = "checkpointed",
+) -> KineticSolution:
+    """Solve ∂_t f + ∇·(σ(W(t) x + b(t)) f) = 0 from f0 (cell averages on ``grid``); see the module docstring.
+
+    Args:
+        field: the :class:`~meanfield_jax.NeuralField` (its d must equal grid.d; W may be any d × d matrix
+            per layer, and a feedback β adds β m1/m0 of the current density to the bias).
+        f0: non-negative, finite cell averages of shape ``grid.shape``.
+        grid: a Grid1D or Grid2D.
+        t_final: final time (default ``field.T``); ignored when ``save_at`` is given.
+        save_at: increasing times at which f is returned (default [0, t_final]).
+        scheme: ``"upwind"``, ``"muscl"`` or ``"cweno3"``.
+        limiter: MUSCL slope limiter, ``"minmod"``, ``"vanleer"`` or ``"mc"``.
+        cfl: Courant number, at most ``CFL_LIMITS[scheme]``.
+        boundary: ``"outflow"``, ``"zero_flux"`` or ``"periodic"``.
+        time_stepper: ``"euler"``, ``"ssprk2"`` or ``"ssprk3"``.
+        max_steps: bound on the steps between two save times. Needed when the field is traced (under
+            jax.jit / jax.grad w.r.t. it); otherwise the count is computed from the CFL step.
+        adjoint: ``"checkpointed"`` (reverse-mode memory ~ √steps) or ``"direct"``.
+
+    Returns:
+        A :class:`~meanfield_jax.KineticSolution`: ``ts``, ``f`` (k, *grid.shape), ``outflow`` (k, 2 d), the
+        cumulative mass that left through [left, right] (1-D) or [x_lo, x_hi, y_lo, y_hi] (2-D).
+
+    Raises (before anything is compiled):
+        TypeError: a field, grid, f0 or cfl of the wrong type.
+        ValueError: f0 of the wrong shape, negative or not finite; field.d ≠ grid.d; an unknown scheme,
+            limiter, boundary, time_stepper or adjoint; cfl outside (0, CFL_LIMITS[scheme]]; max_steps not a
+            positive integer, too small, or missing for a traced field; bad t_final / save_at.
+    """
+    validate_field_and_grid(field, grid)
+    f0 = validate_density(f0, grid)
+    config = _Config(
+        check_choice("scheme", scheme, SCHEMES),
+        check_choice("limiter", limiter, tuple(LIMITERS)),
+        check_choice("boundary", boundary, BOUNDARIES),
+        check_choice("time_stepper", time_stepper, tuple(SSP_STEPPERS)),
+        _check_cfl(cfl, scheme),
+        check_choice("adjoint", adjoint, ADJOINTS),
+    )
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
+        raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
+    save = resolve_save_times(t_final, save_at, field.T)
+    if is_traced(field):
+        if max_steps is None:
+            raise ValueError(
+                "the field is traced (under jax.jit / jax.grad), so the number of CFL steps cannot be "
+                "computed: pass max_steps= (a bound on the steps between two save times)"
+            )
+        steps = max_steps
+    else:
+        rate = _advection_rate_bound(field, grid, boundary)
+        dt = float(_step_from_rate(rate, config.cfl, float(save[-1])))
+        needed = steps_per_save_interval(save, layer_stops(field), dt)
+        if max_steps is not None and needed > max_steps:
+            raise ValueError(f"max_steps={max_steps} is too small: {needed} steps are needed between saves")
+        steps = max_steps if max_steps is not None else _scan_length(needed + 1)
+    dtype = jnp.result_type(f0.dtype, *[leaf.dtype for leaf in jax.tree_util.tree_leaves(field)])
+    if f0.dtype != dtype:
+        f0 = f0.astype(dtype)
+    return _solve(field, f0, grid, tuple(float(s) for s in save), config, steps)
