@@ -152,6 +152,9 @@ def run_regression_1d(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     for k, (ax, t) in enumerate(zip(axes, save)):
         ax.plot(np.asarray(grid.x), np.asarray(sol.f[k]), color="tab:blue", label="PDE")
         ax.plot(np.asarray(grid.x), exact[k], "k--", lw=0.8, label="exact")
+        ends = (b / w) * np.expm1(w * t) + np.exp(w * t) * np.array([cfg.data.low, cfg.data.high])
+        pad = 0.15 * (ends[1] - ends[0])
+        ax.set_xlim(max(grid.lo, ends[0] - pad), min(grid.hi, ends[1] + pad))
         ax.set_title(f"t = {t:g}: slope {slope[k]:.3g}, intercept {intercept[k]:.3g}")
         ax.set_xlabel("x")
         ax.legend(fontsize=7)
