@@ -163,6 +163,15 @@ def integrate(
         jnp.any(reached != jnp.asarray(targets, dtype)),
         f"the time loop ran out of steps (max_steps={n_inner} per save interval): pass a larger max_steps",
     )
+    bad = jnp.stack([jnp.any(~jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim)))
+                     for leaf in jax.tree_util.tree_leaves(saved)]).any(axis=0)
+    saved = eqx.branched_error_if(
+        saved,
+        jnp.any(bad),
+        jnp.argmax(bad),
+        [f"the solution became non-finite (NaN or inf) before t = {t:g}: reduce cfl (or the time step), "
+         "and check that the weights, biases and diffusion are finite and of moderate size" for t in targets],
+    )
     if save_at[0] == t0:
         saved = jax.tree_util.tree_map(lambda s0, s: jnp.concatenate([s0[None], s]), state0, saved)
     return saved, {"num_steps": count, "max_steps": n_inner}

@@ -1,0 +1,113 @@
+"""Reliability: non-finite guards, killed runs leave usable checkpoints, long runs stay finite."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import meanfield_jax as mfj
+from meanfield_jax.timestepping import integrate
+
+
+def test_time_loop_reports_the_first_non_finite_save_interval():
+    def blow_up(y, t, dt):
+        return y * jnp.exp(2000.0 * dt)  # overflows float64 after t ≈ 0.35
+
+    message = r"non-finite \(NaN or inf\) before t = 0.5: reduce cfl"
+    with pytest.raises(eqx.EquinoxRuntimeError, match=message):
+        integrate(blow_up, jnp.ones(3), np.array([0.0, 0.25, 0.5, 1.0]), 0.01, np.array([]))
+
+
+def test_fit_stops_on_overflowing_weights_and_names_the_step():
+    x = jnp.linspace(0.0, 1.0, 16)[:, None]
+
+    def loss(p):
+        field = mfj.NeuralField.constant(p["w"], 0.0, num_layers=100, T=250.0)  # (1 + 2500)^100 overflows
+        return jnp.mean(mfj.resnet_forward(field, x) ** 2)
+
+    with pytest.raises(mfj.NonFiniteError, match=r"non-finite .* step 0"):
+        mfj.fit({"w": jnp.array(1000.0)}, loss, steps=3, progress=False)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    import jax, jax.numpy as jnp, optax
+    jax.config.update("jax_enable_x64", True)
+    import meanfield_jax as mfj
+    A = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+    def loss(p):
+        return 0.5 * p @ A @ p - p.sum()
+    def slow(step, params, value):
+        time.sleep(0.05)
+    mfj.fit(jnp.array([1.0, -1.0]), loss, optimizer=optax.sgd(0.1), steps=100000, progress=False,
+            checkpoint=sys.argv[1], checkpoint_every=1, callback=slow)
+    """
+)
+
+
+def test_sigterm_during_fit_leaves_a_usable_checkpoint(tmp_path):
+    ckpt = tmp_path / "fit.eqx"
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(ckpt)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        sidecar = tmp_path / "fit.eqx.json"
+        def progressed():
+            return sidecar.exists() and json.loads(sidecar.read_text())["step"] >= 5
+
+        while time.time() < deadline and not progressed():
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    state = json.loads((tmp_path / "fit.eqx.json").read_text())
+    done = state["step"]
+    assert done >= 5
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no half-written temporary file
+
+    A = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+
+    def loss(p):
+        return 0.5 * p @ A @ p - p.sum()
+
+    resumed = mfj.fit(jnp.array([1.0, -1.0]), loss, optimizer=optax.sgd(0.1), steps=done + 3, progress=False,
+                      checkpoint=str(ckpt), resume=True)
+    straight = mfj.fit(jnp.array([1.0, -1.0]), loss, optimizer=optax.sgd(0.1), steps=done + 3, progress=False)
+    np.testing.assert_array_equal(resumed.params, straight.params)
+    np.testing.assert_array_equal(resumed.history, straight.history)
+
+
+def test_soak_ten_thousand_steps_of_each_solver_and_a_thousand_fit_steps():
+    grid = mfj.Grid1D(-4.0, 4.0, 64)
+    f0 = grid.project(lambda x: jnp.exp(-4.0 * x**2))
+    field = mfj.NeuralField.constant(-0.7, 0.2, num_layers=4, T=1.0, activation="tanh")
+    # 64 cells with a slow field: the CFL step is ~0.05, so t = 700 takes ≥ 10⁴ steps
+    sol = mfj.solve_vlasov(field, f0, grid, save_at=[0.0, 350.0, 700.0], boundary="zero_flux")
+    assert int(sol.num_steps) >= 10_000
+    assert bool(jnp.all(jnp.isfinite(sol.f))) and float(jnp.min(sol.f)) >= 0.0
+    np.testing.assert_allclose(sol.mass(), sol.mass()[0], rtol=1e-11)
+    fp = mfj.solve_fokker_planck(field, f0, grid, diffusion=0.5, save_at=[0.0, 60.0, 120.0])
+    assert int(fp.num_steps) >= 10_000
+    assert bool(jnp.all(jnp.isfinite(fp.f))) and float(jnp.min(fp.f)) >= 0.0
+    np.testing.assert_allclose(fp.mass(), fp.mass()[0], rtol=1e-11)
+    np.testing.assert_allclose(fp.f[-1] / fp.mass()[-1],
+                               mfj.fokker_planck_steady_state(field, grid, diffusion=0.5), atol=1e-9)
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (64, 1))
+
+    def loss(p):
+        return jnp.mean((mfj.resnet_forward(p, x) - 0.5 * x - 1.0) ** 2)
+
+    res = mfj.fit(mfj.NeuralField.constant(0.0, 0.0, num_layers=5, T=1.0), loss, steps=1000, progress=False)
+    assert np.all(np.isfinite(res.history)) and res.history[-1] < 1e-3 * res.history[0]
