@@ -5,11 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from ..config import DataConfig, ModelConfig
+from ..config import DataConfig, ExperimentConfig, ModelConfig
 from ..field import NeuralField
 
-__all__ = ["field_from_config", "initial_samples"]
+__all__ = ["field_from_config", "initial_samples", "optimizer_from_config"]
 
 
 def field_from_config(model: ModelConfig, feedback: float | None = None, **replace) -> NeuralField:
@@ -59,3 +60,11 @@ def w1_between_cdfs(F, G, grid) -> float:
     """W1 = ∫ |F − G| dx in 1-D, by the trapezoidal rule on the faces."""
     d = np.abs(np.asarray(F) - np.asarray(G))
     return float(np.sum(0.5 * (d[1:] + d[:-1])) * grid.dx)
+
+
+def optimizer_from_config(cfg: ExperimentConfig):
+    """The optimiser of ``cfg.training``: optax Adam or SGD at the learning rate, or ``"lbfgs"`` for fit."""
+    t = cfg.training
+    if t.optimizer == "lbfgs":
+        return "lbfgs"
+    return {"adam": optax.adam, "sgd": optax.sgd}[t.optimizer](t.learning_rate)

@@ -41,8 +41,7 @@ from ..particles import resnet_forward
 from ..plotting import COLOURS, new_figure
 from ..training import fit
 from .base import ExperimentResult, Logger, make_key, round_off, stage
-from .common import field_from_config
-from .regression import _optimizer
+from .common import field_from_config, optimizer_from_config
 
 __all__ = ["curve_in_r3", "run_autoencoder", "run_pmp"]
 
@@ -59,7 +58,8 @@ WIDTHS = (3, 2, 1, 2, 3)
 QUICK_POINTS = 100
 QUICK_STEPS = 300
 QUICK_Y_CELLS = 7
-# the tolerances the brief of each figure states: PMP vs gradient descent, kinetic vs particle costate
+# agreement asked of the final costs (PMP vs gradient descent, kinetic vs particle costate) and the largest
+# reconstruction error, as a fraction of the total variance of the data
 COST_AGREEMENT_RTOL = 0.02
 RECONSTRUCTION_FRACTION = 0.1
 
@@ -83,7 +83,7 @@ def _require_data(cfg: ExperimentConfig, kind: str, what: str) -> int:
 
 def _max_increase(history) -> float:
     """max_k (J_{k+1} − J_k)⁺: zero exactly when the history never increases."""
-    return max(float(np.max(np.diff(np.asarray(history)), initial=0.0)), 0.0)
+    return float(np.max(np.diff(np.asarray(history)), initial=0.0))
 
 
 def _parameter_distance(a, b) -> float:
@@ -121,7 +121,10 @@ def _bimodal_problem(cfg: ExperimentConfig):
     n = _require_data(cfg, "bimodal", f"two clusters around {BIMODAL_CENTRES} with labels {BIMODAL_LABELS}")
     if n < 2 or n % 2:
         raise ConfigError(f"data.particles: got {n}; allowed: an even integer >= 2 (two equal clusters)")
-    field = field_from_config(cfg.model)
+    try:
+        field = field_from_config(cfg.model)
+    except ValueError as exc:
+        raise ConfigError(f"model.W, model.b: {exc}") from None
     if field.d != 1:
         raise ConfigError(f"model.W: got {cfg.model.W!r}; allowed: a 1×1 (or L×1×1) weight (the problem "
                           "is 1-D)")
@@ -144,7 +147,8 @@ def run_pmp(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     kinetic = solve_pmp(field, x, y, reg=reg, iterations=PMP_SWEEPS, method="kinetic", grid=grid,
                         cfl=cfg.solver.cfl)
     stage(log, 3, 3, f"{cfg.training.optimizer} on the same cost: {steps} steps")
-    fitted = fit(field, lambda f: cost(f, x, y, reg), optimizer=_optimizer(cfg), steps=steps, progress=False)
+    fitted = fit(field, lambda f: cost(f, x, y, reg), optimizer=optimizer_from_config(cfg), steps=steps,
+                 progress=False)
     J_gd = float(cost(fitted.params, x, y, reg))
     gd_history = np.append(fitted.history, J_gd)
 
@@ -176,7 +180,7 @@ def run_pmp(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
         "biases_pmp": np.asarray(particles.field.b).ravel().tolist(),
     })
     before = np.asarray(resnet_forward(field, x, save_every=1))[..., 0]
-    result.figures[cfg.name] = _pmp_figure(
+    result.figures["pmp_bimodal"] = _pmp_figure(
         before, trained, labels, {"PMP, particle costate": particles, "PMP, kinetic costate": kinetic},
         gd_history, f"{cfg.training.optimizer} on J", cfg.model.activation, reg, field.dt
     )
@@ -281,7 +285,7 @@ def run_autoencoder(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     stage(log, 1, 3, f"{cfg.training.optimizer} on the reconstruction cost: {steps} steps, {n} points, "
                      f"widths {WIDTHS}, {model.num_layers} layers")
     trained = {"gradient": train_autoencoder(model, x, reg=reg, steps=steps, method="gradient",
-                                             optimizer=_optimizer(cfg))}
+                                             optimizer=optimizer_from_config(cfg))}
     stage(log, 2, 3, f"PMP sweep on the same cost: {sweeps} sweeps")
     trained["pmp"] = train_autoencoder(model, x, reg=reg, steps=sweeps, method="pmp")
     stage(log, 3, 3, "Hessian of the cost at the trained model")
@@ -308,13 +312,14 @@ def run_autoencoder(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
         "pmp_sweeps": sweeps, "total_variance": total_variance,
         "hessian_min_eigenvalue": min_eig, "tikhonov_curvature_2_reg_dt": 2.0 * reg * model.dt,
     })
-    result.figures[cfg.name] = _autoencoder_figure(np.asarray(s), np.asarray(x), panels, model, neck_end)
+    result.figures["autoencoder_manifold"] = _autoencoder_figure(np.asarray(s), np.asarray(x), panels, model,
+                                                                 neck_end)
     return result
 
 
 def _autoencoder_figure(s, x, panels: dict, model: AutoencODE, neck_end: int):
-    """The curve and its reconstructions in 3-D; one point's components through the stages; the bottleneck
-    coordinate against s; the training histories."""
+    """The curve and its reconstructions in 3-D; the components of 12 points through the stages; the
+    bottleneck coordinate against s; the training histories."""
     fig, axes = new_figure(ncols=2, nrows=2, width=5.4, height=4.4)
     axes[0].remove()
     ax3d = fig.add_subplot(2, 2, 1, projection="3d")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ..closed_forms import least_squares_line, line_map_parameters, line_map_parameters_discrete
 from ..config import ConfigError, ExperimentConfig
@@ -41,7 +40,7 @@ from ..particles import resnet_forward
 from ..plotting_figures import novel_target_panels, regression_panels
 from ..training import fit
 from .base import ExperimentResult, Logger, make_key, round_off, stage
-from .common import field_from_config
+from .common import field_from_config, optimizer_from_config
 from .euler_error import affine_flow_error_bound, growth_defect, observed_order
 from .particle_setup import require_activation, save_stride, scalar_parameters
 
@@ -169,13 +168,6 @@ def run_regression_data(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     return result
 
 
-def _optimizer(cfg: ExperimentConfig):
-    t = cfg.training
-    if t.optimizer == "lbfgs":
-        return "lbfgs"
-    return {"adam": optax.adam, "sgd": optax.sgd}[t.optimizer](t.learning_rate)
-
-
 def run_novel_target(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     """Fig. 8: (w, b) fitted through the ResNet to a novel target line, against the closed forms."""
     require_activation(cfg, ("identity",), "the regressor is then affine and the closed forms hold")
@@ -198,7 +190,7 @@ def run_novel_target(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
                      f"{cfg.training.steps} steps")
     path = []
     start = {"w": jnp.asarray(w0, dtype=float), "b": jnp.asarray(b0, dtype=float)}
-    fitted = fit(start, loss, optimizer=_optimizer(cfg), steps=cfg.training.steps, progress=False,
+    fitted = fit(start, loss, optimizer=optimizer_from_config(cfg), steps=cfg.training.steps, progress=False,
                  callback=lambda k, p, v: path.append((float(p["w"]), float(p["b"]))))
     theta = np.array([float(fitted.params["w"]), float(fitted.params["b"])])
     final_loss = float(loss(fitted.params))
