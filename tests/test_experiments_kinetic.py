@@ -1,4 +1,4 @@
-"""The kinetic paper figures (4, 6, 7, 9) run from their configs at a reduced size and pass their checks."""
+"""The kinetic paper figures (4, 6, 7, 9, and their large variants) run at a reduced size and pass."""
 
 import json
 from pathlib import Path
@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
         ("fig6_regression_2d", "fig6_regression_2d"),
         ("fig7_regression_1d", "fig7_regression_1d"),
         ("fig9_fokker_planck", "fig9_fokker_planck"),
+        ("fig4_vehicles_kinetic_large", "fig4_vehicles_kinetic"),
+        ("fig6_regression_2d_512", "fig6_regression_2d"),
+        ("fig9_fokker_planck_large", "fig9_fokker_planck"),
     ],
 )
 def test_kinetic_figure_configs_pass_their_checks(tmp_path, config, figure):

@@ -169,7 +169,7 @@ def run_regression_2d(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     result = ExperimentResult()
     (xlo, xhi), (ylo, yhi) = cfg.solver.domain
     nx = max(cfg.solver.cells // 4, 8) if cfg.quick else cfg.solver.cells
-    ny = max(nx // 2, 8)
+    ny = nx
     grid = Grid2D((xlo, xhi, nx), (ylo, yhi, ny))
     noise, low, high = cfg.data.noise, cfg.data.low, cfg.data.high
     W, b = np.asarray(cfg.model.W, float), np.asarray(cfg.model.b, float)
