@@ -1,6 +1,30 @@
 """Test settings: float64 for every oracle comparison, and no silent rank promotion."""
 
+import json
+from pathlib import Path
+
 import jax
+import pytest
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def run_config(tmp_path):
+    """Run ``configs/<name>.yaml`` at its quick size through the CLI; return (exit code, metrics, out dir)."""
+
+    from meanfield_jax.cli import main  # after the jax settings above
+
+    def run(name: str):
+        out = tmp_path / name
+        code = main(["run", str(CONFIGS / f"{name}.yaml"), "--out", str(out), "--set", "quick=true",
+                     "--quiet"])
+        metrics = json.loads((out / "metrics.json").read_text())
+        failed = {k: v for k, v in metrics["checks"].items() if not v["passed"]}
+        assert code == 0 and metrics["passed"] and not failed, failed
+        return metrics, out
+
+    return run

@@ -1,13 +1,6 @@
 """The kinetic paper figures (4, 6, 7, 9, and their large variants) run at a reduced size and pass."""
 
-import json
-from pathlib import Path
-
 import pytest
-
-from meanfield_jax.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -22,12 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
         ("fig9_fokker_planck_large", "fig9_fokker_planck"),
     ],
 )
-def test_kinetic_figure_configs_pass_their_checks(tmp_path, config, figure):
-    out = tmp_path / config
-    code = main(["run", str(ROOT / "configs" / f"{config}.yaml"), "--out", str(out), "--set", "quick=true",
-                 "--quiet"])
-    metrics = json.loads((out / "metrics.json").read_text())
-    failed = {k: v for k, v in metrics["checks"].items() if not v["passed"]}
-    assert code == 0 and not failed, failed
+def test_kinetic_figure_configs_pass_their_checks(run_config, config, figure):
+    metrics, out = run_config(config)
     assert len(metrics["checks"]) >= 6
     assert (out / f"{figure}.png").stat().st_size > 10_000

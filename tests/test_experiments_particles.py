@@ -30,13 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
         ("fig8_novel_target", 7),
     ],
 )
-def test_particle_figure_configs_pass_their_checks(tmp_path, config, min_checks):
-    out = tmp_path / config
-    code = main(["run", str(ROOT / "configs" / f"{config}.yaml"), "--out", str(out), "--set", "quick=true",
-                 "--quiet"])
-    metrics = json.loads((out / "metrics.json").read_text())
-    failed = {k: v for k, v in metrics["checks"].items() if not v["passed"]}
-    assert code == 0 and metrics["passed"] and not failed, failed
+def test_particle_figure_configs_pass_their_checks(run_config, config, min_checks):
+    metrics, out = run_config(config)
     assert len(metrics["checks"]) >= min_checks
     assert (out / f"{config}.png").stat().st_size > 10_000
     assert (out / "config.yaml").read_text().count("quick: true") == 1
