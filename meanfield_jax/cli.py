@@ -7,6 +7,7 @@ checks fail exits with status 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"meanfield-jax: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `meanfield-jax list | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("meanfield-jax: interrupted; files already written are complete", file=sys.stderr)
         return 130

@@ -14,7 +14,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 @pytest.fixture
 def run_config(tmp_path):
-    """Run ``configs/<name>.yaml`` at its quick size through the CLI; return (exit code, metrics, out dir)."""
+    """Run ``configs/<name>.yaml`` at its quick size through the CLI, assert it passed; return (metrics, out)."""
 
     from meanfield_jax.cli import main  # after the jax settings above
 
