@@ -17,8 +17,9 @@ Time (the field is constant on each layer; steps land on layer boundaries and sa
   forward-Euler step whose matrix I + Δt L has non-negative off-diagonal entries and unit column sums; its
   diagonal 1 − Δt (α_{i+1/2} + β_{i−1/2})/h (summed over axes) is non-negative iff Δt ≤ 1/max_i(−L_ii). So
   Δt = cfl / max(−L_ii), the maximum over the layers, with cfl ∈ (0, 1], keeps f ≥ 0 and the mass exactly.
-  Since α ≤ K/h + a⁺ and β ≤ K/h + a⁻, this is at least cfl · h² / (2 K_max + 2 |a|_max h) per axis, and
-  about cfl · h² / (2 K_max + |a|_max h) for smooth drifts.
+  Since α ≤ K/h + a⁺ and β ≤ K/h + a⁻ (as B(−u) ≤ 1 + u and B(u) ≤ 1 for u ≥ 0), in 1-D this is at least
+  cfl · h² / (2 K_max + 2 |a|_max h), and about cfl · h² / (2 K_max + |a|_max h) for smooth drifts (in 2-D
+  the rates of the two axes add).
 * ``method="implicit"``: the θ-scheme (I − θ Δt L) Δf = Δt L f, f_new = f + Δf (θ = 1 backward Euler,
   θ = 1/2 Crank–Nicolson), solved directly: a tridiagonal solve in 1-D, the block Thomas algorithm in 2-D
   (:mod:`meanfield_jax.block_tridiagonal`, O(n_long · n_short³) per step). I − θΔtL is a non-singular M-matrix
@@ -100,7 +101,12 @@ def _diffusion_at(diffusion: Diffusion, points: Array) -> Array:
     return jnp.full(shape, diffusion, jnp.result_type(diffusion, float))
 
 
-def _constant_diffusion(diffusion: Any) -> Array:
+def _diffusion_rule(strict: bool) -> str:
+    return f"diffusion must be finite and {'> 0 on the interior faces' if strict else '>= 0'} on the grid"
+
+
+def _constant_diffusion(diffusion: Any, strict: bool) -> Array:
+    """A constant K as a 0-d array; a concrete one is checked here, before anything is compiled."""
     try:
         K = jnp.asarray(diffusion)
     except TypeError as exc:
@@ -112,11 +118,15 @@ def _constant_diffusion(diffusion: Any) -> Array:
             "diffusion must be a real number, a 0-d array or a callable K(x) (K(X, Y) in 2-D), "
             f"got an array of shape {K.shape} and dtype {K.dtype}"
         )
+    value = _concrete(K)
+    if value is not None and not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
+        raise ValueError(f"{_diffusion_rule(strict)}, got diffusion={value}")
     return K
 
 
-def _discretise_unchecked(grid: Grid1D | Grid2D, diffusion: Diffusion) -> tuple[_Discretisation, Array]:
-    """The discretisation, and K at the cell centres."""
+def _discretise(grid: Grid1D | Grid2D, diffusion: Diffusion) -> tuple[_Discretisation, tuple[Array, ...]]:
+    """The discretisation, and the check of K: (K negative or not finite somewhere on the grid, K = 0 on
+    an interior face, the smallest K)."""
     axes = _axes(grid)
     centres = _points([ax.x for ax in axes])
     K_centres = _diffusion_at(diffusion, centres)
@@ -126,49 +136,39 @@ def _discretise_unchecked(grid: Grid1D | Grid2D, diffusion: Diffusion) -> tuple[
         points.append(pts)
         K_faces.append(_diffusion_at(diffusion, pts))
         gradients.append(jnp.diff(K_centres, axis=k) / ax.dx)
-    return _Discretisation(grid, tuple(points), tuple(K_faces), tuple(gradients), centres), K_centres
+    K_all = jnp.concatenate([K_centres.ravel(), *[K.ravel() for K in K_faces]])
+    vanishes = jnp.any(jnp.concatenate([(K <= 0).ravel() for K in K_faces]))
+    check = (jnp.any(~jnp.isfinite(K_all) | (K_all < 0)), vanishes, jnp.min(K_all))
+    return _Discretisation(grid, tuple(points), tuple(K_faces), tuple(gradients), centres), check
+
+
+def _guard(x: Any, check: tuple[Array, ...], strict: bool) -> Any:
+    """``x``, once K has passed its check (> 0 on the interior faces too if ``strict``): a failed concrete
+    check is a ValueError, a traced one a runtime error."""
+    invalid, vanishes, lowest = check
+    bad = (invalid | vanishes) if strict else invalid
+    flag = _concrete(bad)
+    if flag is None:
+        return eqx.error_if(x, bad, _diffusion_rule(strict))
+    if flag:
+        raise ValueError(f"{_diffusion_rule(strict)}, got min K = {float(lowest):.6g} (or non-finite values)")
+    return x
 
 
 @eqx.filter_jit
 def _prepare(
-    grid: Grid1D | Grid2D, diffusion: Diffusion, field: AbstractField | None, method: str | None
-) -> tuple[_Discretisation, Array, Array, Array, Array | None]:
-    """The discretisation; whether K is negative or not finite on the grid, whether it vanishes on an
-    interior face, and its smallest value; and the step's rate bound for ``field`` (one compilation)."""
-    disc, K_centres = _discretise_unchecked(grid, diffusion)
-    K = jnp.concatenate([K_centres.ravel(), *[K.ravel() for K in disc.face_diffusion]])
-    vanishes = jnp.any(jnp.concatenate([(K <= 0).ravel() for K in disc.face_diffusion]))
-    rate = None if field is None else _rate_bound(field, disc, method)
-    return disc, jnp.any(~jnp.isfinite(K) | (K < 0)), vanishes, jnp.min(K), rate
-
-
-def _discretise(
-    grid: Grid1D | Grid2D,
-    diffusion: Diffusion,
-    strict: bool,
-    field: AbstractField | None = None,
-    method: str | None = None,
-) -> tuple[_Discretisation, Array | None]:
-    """The checked discretisation (K finite and >= 0 on the grid, and > 0 on the interior faces if
-    ``strict``), and the rate bound of the step of ``method`` when a field is given. A concrete K that
-    fails the check is a ValueError; a traced one a runtime error."""
-    if not callable(diffusion):
-        diffusion = _constant_diffusion(diffusion)
-    disc, invalid, vanishes, lowest, rate = _prepare(grid, diffusion, field, method)
-    bad = (invalid | vanishes) if strict else invalid
-    rule = f"diffusion must be finite and {'> 0 on the interior faces' if strict else '>= 0'} on the grid"
-    flag = _concrete(bad)
-    if flag is None:
-        return eqx.error_if(disc, bad, rule), rate
-    if flag:
-        raise ValueError(f"{rule}, got min K = {float(lowest):.6g} (or non-finite values)")
-    return disc, rate
+    grid: Grid1D | Grid2D, diffusion: Diffusion, field: AbstractField, method: str, rate: bool
+) -> tuple[_Discretisation, tuple[Array, ...], Array | None]:
+    """The discretisation, the check of K and (if ``rate``) the step's rate bound, in one compilation."""
+    disc, check = _discretise(grid, diffusion)
+    return disc, check, _rate_bound(field, disc, method) if rate else None
 
 
 # ---- the drift and the operator of one layer ---------------------------------------------------------------
 def _density_mean(f: Array, disc: _Discretisation) -> Array:
-    """m1/m0 of cell averages f, shape (d,)."""
-    return jnp.tensordot(f, disc.centres, axes=f.ndim) / jnp.sum(f)
+    """m1/m0 of cell averages f, shape (d,) (0 for a density without mass)."""
+    mass = jnp.sum(f)
+    return jnp.tensordot(f, disc.centres, axes=f.ndim) / jnp.where(mass > 0, mass, 1.0)
 
 
 def _drift(
@@ -313,17 +313,15 @@ def _solve(
     field: AbstractField,
     f0: Array,
     disc: _Discretisation,
-    dt: Array | None,
+    dt: Array,
     save_at: tuple[float, ...],
     steps: int,
     method: str,
     theta: Array,
-    cfl: Array,
     adjoint: str,
 ) -> tuple[Array, Array]:
+    """The time loop; ``dt`` (the largest step) may be traced, ``steps`` is the scan length per interval."""
     save = np.asarray(save_at)
-    if dt is None:
-        dt = _time_step(_rate_bound(field, disc, method), cfl, save[-1])
     if method == "explicit":
         advance = partial(_explicit_step, field, disc)
     else:
@@ -392,15 +390,14 @@ def _check_density(f0: Any, grid: Grid1D | Grid2D) -> Array:
     return f
 
 
+def _is_traced(tree: Any) -> bool:
+    """Whether any array in ``tree`` is a tracer (no concrete value: under jax.jit / jax.grad)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+
+
 def _scan_length(save: np.ndarray, stops: np.ndarray, step: float | None, max_steps: int | None) -> int:
     """Steps per save interval: counted from a concrete step (at most ``max_steps``), else ``max_steps``."""
     if step is None:
-        if max_steps is None:
-            raise ValueError(
-                "the time step depends on traced values (jax.grad / jax.jit w.r.t. the field or the "
-                "diffusion), so the number of steps cannot be computed: pass max_steps= (a bound on the "
-                "steps between two save times), or a fixed dt= with method='implicit'"
-            )
         return max_steps
     targets = save[save > 0]
     steps = _steps_needed(targets, np.unique(np.concatenate([stops, targets])), 0.0, step)
@@ -475,16 +472,24 @@ def solve_fokker_planck(
         raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
     save = resolve_save_times(t_final, save_at, field.T)
     f0 = _check_density(f0, grid)
-    if dt is None:
-        disc, rate = _discretise(grid, diffusion, False, field, method)
-        step = _concrete(_time_step(rate, cfl, save[-1]))
+    if dt is None and max_steps is None and _is_traced((field, diffusion)):
+        raise ValueError(
+            "the time step depends on traced values (jax.grad / jax.jit w.r.t. the field or the diffusion), "
+            "so the number of steps cannot be computed: pass max_steps= (a bound on the steps between two "
+            "save times), or a fixed dt= with method='implicit'"
+        )
+    if not callable(diffusion):
+        diffusion = _constant_diffusion(diffusion, strict=False)
+    disc, check, rate = _prepare(grid, diffusion, field, method, dt is None)
+    disc = _guard(disc, check, strict=False)
+    if dt is None:  # the step follows the field (and K): traced under jax.grad, so gradients see it
+        step = _time_step(rate, cfl, save[-1])
+        steps = _scan_length(save, _layer_stops(field), _concrete(step), max_steps)
     else:
-        (disc, _), step = _discretise(grid, diffusion, False), dt
-    steps = _scan_length(save, _layer_stops(field), step, max_steps)
-    dt_array = None if dt is None else jnp.asarray(dt, f0.dtype)
+        step, steps = dt, _scan_length(save, _layer_stops(field), dt, max_steps)
+    dt = jnp.asarray(step, f0.dtype)
     save_times = tuple(save.tolist())
-    theta, cfl = jnp.asarray(theta), jnp.asarray(cfl)
-    saved, num_steps = _solve(field, f0, disc, dt_array, save_times, steps, method, theta, cfl, adjoint)
+    saved, num_steps = _solve(field, f0, disc, dt, save_times, steps, method, jnp.asarray(theta), adjoint)
     return KineticSolution(
         ts=jnp.asarray(save, f0.dtype),
         f=saved,
@@ -495,7 +500,11 @@ def solve_fokker_planck(
 
 
 @eqx.filter_jit
-def _steady_state(field: AbstractField, disc: _Discretisation, layer: Array) -> Array:
+def _steady_state(
+    field: AbstractField, grid: Grid1D | Grid2D, diffusion: Diffusion, layer: Array
+) -> tuple[Array, tuple[Array, ...]]:
+    """The normalised null vector of L, and the check of K (one compilation)."""
+    disc, check = _discretise(grid, diffusion)
     spacing = disc.spacing
     if disc.grid.d == 1:
         # J_{i+1/2} = 0  <=>  f_{i+1} = f_i exp(a h / K): a cumulative sum in log space
@@ -517,7 +526,7 @@ def _steady_state(field: AbstractField, disc: _Discretisation, layer: Array) -> 
         centre = tuple(jnp.asarray(n // 2) for n in disc.grid.shape)
         _, solutions = jax.lax.scan(pinned, centre, None, length=2)
         f = solutions[-1]
-    return f / disc.grid.integrate(f)
+    return f / disc.grid.integrate(f), check
 
 
 def fokker_planck_steady_state(
@@ -556,5 +565,7 @@ def fokker_planck_steady_state(
     L = field.num_layers
     if isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not -L <= layer < L:
         raise ValueError(f"layer must be an integer in [{-L}, {L}) (the field has {L} layers), got {layer!r}")
-    disc, _ = _discretise(grid, diffusion, strict=True)
-    return _steady_state(field, disc, jnp.asarray(int(layer) % L))
+    if not callable(diffusion):
+        diffusion = _constant_diffusion(diffusion, strict=True)
+    f, check = _steady_state(field, grid, diffusion, jnp.asarray(int(layer) % L))
+    return _guard(f, check, strict=True)
