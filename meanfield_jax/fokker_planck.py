@@ -35,7 +35,6 @@ a non-negative density can have (a corner of the box of cell centres suffices si
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from functools import partial
@@ -51,8 +50,20 @@ from .block_tridiagonal import block_tridiagonal_solve
 from .chang_cooper import apply_fitted_operator, fitted_flux_coefficients, outflow_rate, tridiagonal_bands
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
+from .kinetic_common import (
+    check_choice,
+    density_mean,
+    grid_axes,
+    is_traced,
+    layer_stops,
+    maps_between_layers,
+    mean_box_corners,
+    steps_per_save_interval,
+    validate_density,
+    validate_field_and_grid,
+)
 from .solution import KineticSolution
-from .timestepping import ADJOINTS, _steps_needed, integrate, resolve_save_times
+from .timestepping import ADJOINTS, integrate, resolve_save_times
 
 __all__ = ["BOUNDARIES", "METHODS", "SCHEMES", "fokker_planck_steady_state", "solve_fokker_planck"]
 
@@ -64,10 +75,6 @@ Diffusion = float | ArrayLike | Callable[..., Array]
 
 
 # ---- the discretisation: interior faces with K and ∂K on them ----------------------------------------------
-def _axes(grid: Grid1D | Grid2D) -> tuple[Grid1D, ...]:
-    return (grid,) if isinstance(grid, Grid1D) else (grid.xaxis, grid.yaxis)
-
-
 def _points(coords: list[Array]) -> Array:
     """Points (*shape, d) of the tensor grid of 1-D coordinates."""
     return jnp.stack(jnp.meshgrid(*coords, indexing="ij"), axis=-1)
@@ -84,7 +91,7 @@ class _Discretisation(eqx.Module):
 
     @property
     def spacing(self) -> tuple[float, ...]:
-        return tuple(ax.dx for ax in _axes(self.grid))
+        return tuple(ax.dx for ax in grid_axes(self.grid))
 
 
 def _diffusion_at(diffusion: Diffusion, points: Array) -> Array:
@@ -127,7 +134,7 @@ def _constant_diffusion(diffusion: Any, strict: bool) -> Array:
 def _discretise(grid: Grid1D | Grid2D, diffusion: Diffusion) -> tuple[_Discretisation, tuple[Array, ...]]:
     """The discretisation, and the check of K: (K negative or not finite somewhere on the grid, K = 0 on
     an interior face, the smallest K)."""
-    axes = _axes(grid)
+    axes = grid_axes(grid)
     centres = _points([ax.x for ax in axes])
     K_centres = _diffusion_at(diffusion, centres)
     points, K_faces, gradients = [], [], []
@@ -165,12 +172,6 @@ def _prepare(
 
 
 # ---- the drift and the operator of one layer ---------------------------------------------------------------
-def _density_mean(f: Array, disc: _Discretisation) -> Array:
-    """m1/m0 of cell averages f, shape (d,) (0 for a density without mass)."""
-    mass = jnp.sum(f)
-    return jnp.tensordot(f, disc.centres, axes=f.ndim) / jnp.where(mass > 0, mass, 1.0)
-
-
 def _drift(
     field: AbstractField, l: ArrayLike, mean: Array | None, disc: _Discretisation
 ) -> tuple[Array, ...]:
@@ -191,15 +192,9 @@ def _coefficients(
     )
 
 
-def _corner_means(disc: _Discretisation) -> Array:
-    """The corners (2^d, d) of the box of cell centres, where the mean of a non-negative density lies."""
-    ends = [(ax.x[0], ax.x[-1]) for ax in _axes(disc.grid)]
-    return jnp.array(list(itertools.product(*ends)), disc.centres.dtype)
-
-
 def _rate_bound(field: AbstractField, disc: _Discretisation, method: str) -> Array:
     """Inverse time scale of the step over all layers: max(−L_ii) (explicit), Σ_axes max|a|/h (implicit)."""
-    means = _corner_means(disc) if field.feedback is not None else None
+    means = mean_box_corners(disc.grid) if field.feedback is not None else None
 
     def over_means(fn: Callable[[Array | None], Any]) -> Any:
         """fn(mean), each leaf maximised over the corner means when the field has feedback."""
@@ -230,7 +225,10 @@ def _explicit_step(field: AbstractField, disc: _Discretisation, f: Array, t: Arr
     fixed = None if field.feedback is not None else _coefficients(field, l, None, disc)
 
     def euler(g: Array) -> Array:
-        coefficients = fixed if fixed is not None else _coefficients(field, l, _density_mean(g, disc), disc)
+        if fixed is not None:
+            coefficients = fixed
+        else:
+            coefficients = _coefficients(field, l, density_mean(g, disc.grid), disc)
         return g + dt * apply_fitted_operator(coefficients, g, disc.spacing)
 
     return 0.5 * (f + euler(euler(f)))
@@ -296,7 +294,7 @@ def _implicit_step(
 ) -> Array:
     """θ-scheme in increment form (I − θ Δt L) Δf = Δt L f; a feedback mean is that of the old density."""
     l = field.layer_index(t + dt / 2)
-    mean = _density_mean(f, disc) if field.feedback is not None else None
+    mean = density_mean(f, disc.grid) if field.feedback is not None else None
     coefficients = _coefficients(field, l, mean, disc)
     rhs = dt * apply_fitted_operator(coefficients, f, disc.spacing)
     if f.ndim == 1:
@@ -330,21 +328,11 @@ def _solve(
     def step(f: Array, t: Array, dt: Array) -> Array:  # the density keeps its dtype (f0 may be float32)
         return advance(f, t, dt).astype(f.dtype)
 
-    saved, info = integrate(step, f0, save, dt, _layer_stops(field), max_steps=steps, adjoint=adjoint)
+    saved, info = integrate(step, f0, save, dt, layer_stops(field), max_steps=steps, adjoint=adjoint)
     return saved, info["num_steps"]
 
 
 # ---- validation --------------------------------------------------------------------------------------------
-def _layer_stops(field: AbstractField) -> np.ndarray:
-    """The interior layer boundaries l Δt, l = 1, …, L − 1."""
-    return np.arange(1, field.num_layers) * field.dt
-
-
-def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"unknown {name}={value!r}; allowed values: {', '.join(map(repr, allowed))}")
-
-
 def _check_number(name: str, value: Any, lo: float, hi: float, lo_open: bool, allowed: str) -> float:
     try:
         x = float(value)
@@ -356,51 +344,20 @@ def _check_number(name: str, value: Any, lo: float, hi: float, lo_open: bool, al
 
 
 def _check_field_and_grid(field: Any, grid: Any) -> None:
-    if not isinstance(field, AbstractField):
-        raise TypeError(f"field must be a NeuralField (or another AbstractField), got {type(field).__name__}")
-    if type(field).enter_layer is not AbstractField.enter_layer:
+    """A field of the grid's dimension that only moves the data (no remapping between layers)."""
+    validate_field_and_grid(field, grid)
+    if maps_between_layers(field):
         raise TypeError(
             f"field of type {type(field).__name__} maps the data between layers (enter_layer); the "
             "Fokker–Planck solver needs a field that only moves the data (a NeuralField)"
         )
-    if not isinstance(grid, Grid1D | Grid2D):
-        raise TypeError(f"grid must be a Grid1D or a Grid2D, got {type(grid).__name__}")
-    if field.d != grid.d:
-        raise ValueError(f"field.d={field.d} must equal grid.d={grid.d} (the field acts on the grid's space)")
-
-
-def _check_density(f0: Any, grid: Grid1D | Grid2D) -> Array:
-    try:
-        f = jnp.asarray(f0)
-    except TypeError as exc:
-        raise TypeError(f"f0 must be an array of cell averages, got {type(f0).__name__}") from exc
-    if not (jnp.issubdtype(f.dtype, jnp.integer) or jnp.issubdtype(f.dtype, jnp.floating)):
-        raise TypeError(f"f0 must be real-valued, got dtype {f.dtype}")
-    if tuple(f.shape) != tuple(grid.shape):
-        raise ValueError(f"f0 must have the grid's shape {tuple(grid.shape)}, got shape {tuple(f.shape)}")
-    f = f.astype(jnp.result_type(f.dtype, float))
-    try:
-        values = np.asarray(f)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return f
-    if not np.all(np.isfinite(values)):
-        raise ValueError(f"f0 must be finite, got {int(np.sum(~np.isfinite(values)))} non-finite values")
-    if np.any(values < 0):
-        raise ValueError(f"f0 must be a non-negative density, got min(f0)={values.min():.6g}")
-    return f
-
-
-def _is_traced(tree: Any) -> bool:
-    """Whether any array in ``tree`` is a tracer (no concrete value: under jax.jit / jax.grad)."""
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def _scan_length(save: np.ndarray, stops: np.ndarray, step: float | None, max_steps: int | None) -> int:
     """Steps per save interval: counted from a concrete step (at most ``max_steps``), else ``max_steps``."""
     if step is None:
         return max_steps
-    targets = save[save > 0]
-    steps = _steps_needed(targets, np.unique(np.concatenate([stops, targets])), 0.0, step)
+    steps = steps_per_save_interval(save, stops, step)
     if max_steps is None:
         return steps
     if steps > max_steps:
@@ -457,10 +414,10 @@ def solve_fokker_planck(
         A :class:`KineticSolution` (``outflow`` is zero: the walls carry no flux).
     """
     _check_field_and_grid(field, grid)
-    _check_choice("scheme", scheme, SCHEMES)
-    _check_choice("method", method, METHODS)
-    _check_choice("boundary", boundary, BOUNDARIES)
-    _check_choice("adjoint", adjoint, ADJOINTS)
+    check_choice("scheme", scheme, SCHEMES)
+    check_choice("method", method, METHODS)
+    check_choice("boundary", boundary, BOUNDARIES)
+    check_choice("adjoint", adjoint, ADJOINTS)
     cfl = _check_number("cfl", cfl, 0.0, 1.0, True, "(0, 1]")
     theta = _check_number("theta", theta, 0.5, 1.0, False, "[0.5, 1] (1 backward Euler, 0.5 Crank–Nicolson)")
     if dt is not None:
@@ -471,8 +428,8 @@ def solve_fokker_planck(
     if max_steps is not None and bad_bound:
         raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
     save = resolve_save_times(t_final, save_at, field.T)
-    f0 = _check_density(f0, grid)
-    if dt is None and max_steps is None and _is_traced((field, diffusion)):
+    f0 = validate_density(f0, grid)
+    if dt is None and max_steps is None and is_traced((field, diffusion)):
         raise ValueError(
             "the time step depends on traced values (jax.grad / jax.jit w.r.t. the field or the diffusion), "
             "so the number of steps cannot be computed: pass max_steps= (a bound on the steps between two "
@@ -484,9 +441,9 @@ def solve_fokker_planck(
     disc = _guard(disc, check, strict=False)
     if dt is None:  # the step follows the field (and K): traced under jax.grad, so gradients see it
         step = _time_step(rate, cfl, save[-1])
-        steps = _scan_length(save, _layer_stops(field), _concrete(step), max_steps)
+        steps = _scan_length(save, layer_stops(field), _concrete(step), max_steps)
     else:
-        step, steps = dt, _scan_length(save, _layer_stops(field), dt, max_steps)
+        step, steps = dt, _scan_length(save, layer_stops(field), dt, max_steps)
     dt = jnp.asarray(step, f0.dtype)
     save_times = tuple(save.tolist())
     saved, num_steps = _solve(field, f0, disc, dt, save_times, steps, method, jnp.asarray(theta), adjoint)
@@ -556,7 +513,7 @@ def fokker_planck_steady_state(
         f∞ of shape ``grid.shape`` with ``grid.integrate(f∞) == 1``.
     """
     _check_field_and_grid(field, grid)
-    _check_choice("scheme", scheme, SCHEMES)
+    check_choice("scheme", scheme, SCHEMES)
     if field.feedback is not None:
         raise ValueError(
             f"field has a feedback bias (feedback={field.feedback}): its steady state solves a nonlinear "

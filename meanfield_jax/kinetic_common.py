@@ -30,7 +30,7 @@ from jaxtyping import Array, ArrayLike
 
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
-from .timestepping import _steps_needed
+from .timestepping import steps_needed
 
 __all__ = [
     "BOUNDARIES",
@@ -124,7 +124,7 @@ def layer_stops(field: AbstractField) -> np.ndarray:
 def steps_per_save_interval(save_at: np.ndarray, stops: np.ndarray, dt: float) -> int:
     """Steps of size ≤ dt, landing on every stop and save time, that the longest save interval takes."""
     targets = save_at[save_at > 0]
-    return _steps_needed(targets, np.unique(np.concatenate([stops, targets])), 0.0, dt)
+    return steps_needed(targets, np.unique(np.concatenate([stops, targets])), 0.0, dt)
 
 
 def maps_between_layers(field: AbstractField) -> bool:
@@ -213,7 +213,7 @@ def cell_outflow_rates(
     return rate
 
 
-def _mean_box_corners(grid: Grid1D | Grid2D) -> Array:
+def mean_box_corners(grid: Grid1D | Grid2D) -> Array:
     """Corners (2^d, d) of the box of cell centres, which holds the mean of every non-negative density."""
     return jnp.array(list(itertools.product(*[(ax.x[0], ax.x[-1]) for ax in grid_axes(grid)])))
 
@@ -226,7 +226,7 @@ def advection_rate_bound(field: AbstractField, grid: Grid1D | Grid2D, boundary: 
     non-decreasing and the mean enters its argument linearly, so F⁺ and F⁻ on each face are largest at a
     corner of that box, and the bound takes, face by face, the largest over the corners.
     """
-    means = _mean_box_corners(grid) if field.feedback is not None else None
+    means = mean_box_corners(grid) if field.feedback is not None else None
 
     def layer_bound(l: Array) -> Array:
         if means is None:

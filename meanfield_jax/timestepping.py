@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-__all__ = ["ADJOINTS", "integrate", "resolve_save_times"]
+__all__ = ["ADJOINTS", "integrate", "resolve_save_times", "steps_needed"]
 
 ADJOINTS = ("checkpointed", "direct")
 State = Any
@@ -67,7 +67,7 @@ def _concrete(x) -> float | None:
         return None
 
 
-def _steps_needed(targets: np.ndarray, stops: np.ndarray, t0: float, dt_max: float) -> int:
+def steps_needed(targets: np.ndarray, stops: np.ndarray, t0: float, dt_max: float) -> int:
     """Largest number of steps any save interval needs (a step never straddles a stop)."""
     worst, start = 0, t0
     for end in targets:
@@ -114,7 +114,7 @@ def integrate(
     if concrete_dt is not None:
         if not (concrete_dt > 0 and math.isfinite(concrete_dt)):
             raise ValueError(f"the time step must be finite and positive, got dt={concrete_dt}")
-        n_inner = _steps_needed(targets, stops, t0, concrete_dt)
+        n_inner = steps_needed(targets, stops, t0, concrete_dt)
         if max_steps is not None and n_inner > max_steps:
             raise ValueError(f"max_steps={max_steps} is too small: {n_inner} steps are needed between saves")
     elif max_steps is None:
