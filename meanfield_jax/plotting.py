@@ -20,14 +20,18 @@ def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float
 
 
 def moment_panels(panels: dict, w: float, b: float):
-    """Fig. 1: m0, m1, m2 against t; one panel per case (b = 0, feedback), exact lines, particle markers."""
+    """Fig. 1: m0, m1, m2 against t; one panel per case (b = 0, feedback): exact lines, particle circles and
+    (when given) kinetic crosses."""
     fig, axes = new_figure(ncols=len(panels))
-    for ax, (ts, m_particles, m_exact, fb) in zip(axes, panels.values()):
+    for ax, (ts, m_particles, m_exact, fb, m_pde) in zip(axes, panels.values()):
         stride = max(1, len(ts) // 25)
         for k in range(m_exact.shape[1]):
             ax.plot(ts, m_exact[:, k], color=COLOURS[k], label=f"$m_{k}$ exact")
             ax.plot(ts[::stride], m_particles[::stride, k], "o", ms=3.5, mfc="none", color=COLOURS[k],
                     label=f"$m_{k}$ ResNet")
+            if m_pde is not None:
+                ax.plot(ts[stride // 2 :: stride], m_pde[stride // 2 :: stride, k], "x", ms=3.5,
+                        color=COLOURS[k], label=f"$m_{k}$ PDE")
         sign = "−" if (fb or 0) < 0 else "+"
         bias = f"b = {b:g}" if fb is None else f"b = {b:g} {sign} {abs(fb):g} m$_1$(t)/m$_0$"
         ax.set_title(f"σ = id, w = {w:g}, {bias}")
