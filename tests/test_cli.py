@@ -130,3 +130,13 @@ def test_overrides_are_typed_and_revalidated():
     assert cfg.solver.cells == 800 and cfg.model.T == 2.0 and cfg.model.feedback is None
     with pytest.raises(ConfigError, match=r"solver\.cfl"):
         apply_overrides(cfg, ["solver.cfl=0"])
+
+
+def test_same_seed_and_config_give_bitwise_identical_results(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["run", str(FIG1), "--out", str(out), "--set", "quick=true", "--quiet"]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        runs.append((metrics["checks"], metrics["metrics"], (out / "fig1_moments.png").read_bytes()))
+    assert runs[0] == runs[1]
