@@ -15,6 +15,7 @@ from .grid import Grid1D, Grid2D
 from .moments import moment_ode, moments, particle_moments
 from .particles import resnet_forward
 from .solution import KineticSolution
+from .streaming import load_streamed, solve_streamed
 from .training import FitResult, NonFiniteError, fit
 from .transport import solve_vlasov
 
@@ -40,6 +41,7 @@ __all__ = [
     "fit",
     "fokker_planck_steady_state",
     "get_activation",
+    "load_streamed",
     "losses",
     "moment_ode",
     "moments",
@@ -48,6 +50,7 @@ __all__ = [
     "sensitivity",
     "sensitivity_equations",
     "solve_fokker_planck",
+    "solve_streamed",
     "solve_vlasov",
     "steady_state",
 ]

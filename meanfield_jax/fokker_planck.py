@@ -317,6 +317,7 @@ def _solve(
     method: str,
     theta: Array,
     adjoint: str,
+    t0: float,
 ) -> tuple[Array, Array]:
     """The time loop; ``dt`` (the largest step) may be traced, ``steps`` is the scan length per interval."""
     save = np.asarray(save_at)
@@ -328,7 +329,7 @@ def _solve(
     def step(f: Array, t: Array, dt: Array) -> Array:  # the density keeps its dtype (f0 may be float32)
         return advance(f, t, dt).astype(f.dtype)
 
-    saved, info = integrate(step, f0, save, dt, layer_stops(field), max_steps=steps, adjoint=adjoint)
+    saved, info = integrate(step, f0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint)
     return saved, info["num_steps"]
 
 
@@ -353,11 +354,13 @@ def _check_field_and_grid(field: Any, grid: Any) -> None:
         )
 
 
-def _scan_length(save: np.ndarray, stops: np.ndarray, step: float | None, max_steps: int | None) -> int:
+def _scan_length(
+    save: np.ndarray, stops: np.ndarray, step: float | None, max_steps: int | None, t0: float
+) -> int:
     """Steps per save interval: counted from a concrete step (at most ``max_steps``), else ``max_steps``."""
     if step is None:
         return max_steps
-    steps = steps_per_save_interval(save, stops, step)
+    steps = steps_per_save_interval(save, stops, step, t0)
     if max_steps is None:
         return steps
     if steps > max_steps:
@@ -388,6 +391,7 @@ def solve_fokker_planck(
     boundary: str = "zero_flux",
     max_steps: int | None = None,
     adjoint: str = "checkpointed",
+    t0: float = 0.0,
 ) -> KineticSolution:
     """Solve ∂_t f + ∇·(σ(W(t)x + b(t)) f) = Δ(K f) with zero-flux walls (see the module docstring).
 
@@ -409,6 +413,8 @@ def solve_fokker_planck(
         max_steps: bound on the steps between two save times; required when the step depends on traced
             values (under ``jax.grad``/``jax.jit`` w.r.t. the field or K) and not fixed by ``dt``.
         adjoint: ``"checkpointed"`` or ``"direct"`` (see :mod:`meanfield_jax.timestepping`).
+        t0: the time of f0 (default 0); the layers keep their absolute times (see
+            :mod:`meanfield_jax.streaming`).
 
     Returns:
         A :class:`KineticSolution` (``outflow`` is zero: the walls carry no flux).
@@ -427,7 +433,8 @@ def solve_fokker_planck(
     bad_bound = isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
     if max_steps is not None and bad_bound:
         raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
-    save = resolve_save_times(t_final, save_at, field.T)
+    save = resolve_save_times(t_final, save_at, field.T, t0)
+    t0 = float(t0)
     f0 = validate_density(f0, grid)
     if dt is None and max_steps is None and is_traced((field, diffusion)):
         raise ValueError(
@@ -440,13 +447,13 @@ def solve_fokker_planck(
     disc, check, rate = _prepare(grid, diffusion, field, method, dt is None)
     disc = _guard(disc, check, strict=False)
     if dt is None:  # the step follows the field (and K): traced under jax.grad, so gradients see it
-        step = _time_step(rate, cfl, save[-1])
-        steps = _scan_length(save, layer_stops(field), _concrete(step), max_steps)
+        step = _time_step(rate, cfl, save[-1] - t0)
+        steps = _scan_length(save, layer_stops(field), _concrete(step), max_steps, t0)
     else:
-        step, steps = dt, _scan_length(save, layer_stops(field), dt, max_steps)
+        step, steps = dt, _scan_length(save, layer_stops(field), dt, max_steps, t0)
     dt = jnp.asarray(step, f0.dtype)
     save_times = tuple(save.tolist())
-    saved, num_steps = _solve(field, f0, disc, dt, save_times, steps, method, jnp.asarray(theta), adjoint)
+    saved, num_steps = _solve(field, f0, disc, dt, save_times, steps, method, jnp.asarray(theta), adjoint, t0)
     return KineticSolution(
         ts=jnp.asarray(save, f0.dtype),
         f=saved,

@@ -121,10 +121,10 @@ def layer_stops(field: AbstractField) -> np.ndarray:
     return np.arange(1, field.num_layers) * field.dt
 
 
-def steps_per_save_interval(save_at: np.ndarray, stops: np.ndarray, dt: float) -> int:
+def steps_per_save_interval(save_at: np.ndarray, stops: np.ndarray, dt: float, t0: float = 0.0) -> int:
     """Steps of size ≤ dt, landing on every stop and save time, that the longest save interval takes."""
-    targets = save_at[save_at > 0]
-    return steps_needed(targets, np.unique(np.concatenate([stops, targets])), 0.0, dt)
+    targets = save_at[save_at > t0]
+    return steps_needed(targets, np.unique(np.concatenate([stops, targets])), t0, dt)
 
 
 def maps_between_layers(field: AbstractField) -> bool:

@@ -8,45 +8,28 @@ refused unless ``overwrite=True``.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import yaml
 
+from .atomic import atomic_write
 from .config import ConfigError, ExperimentConfig, to_dict
 
-__all__ = ["OutputExistsError", "atomic_write", "run_experiment", "versions"]
+__all__ = ["OutputExistsError", "run_experiment", "versions"]
 
 
 class OutputExistsError(ConfigError):
     """The output folder already holds results."""
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the user's usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, text.encode())
 
 
 def versions() -> dict[str, str]:
@@ -100,8 +83,9 @@ def run_experiment(cfg: ExperimentConfig, out: Path, overwrite: bool = False, qu
     wanted = cfg.output.plots
     for name, fig in result.figures.items():
         if wanted is None or name in wanted or any(name.endswith(w) for w in wanted):
-            atomic_write(out / f"{name}.png", lambda tmp, fig=fig: fig.savefig(tmp, dpi=cfg.output.dpi,
-                                                                                format="png"))
+            png = io.BytesIO()
+            fig.savefig(png, dpi=cfg.output.dpi, format="png")
+            atomic_write(out / f"{name}.png", png.getvalue())
             log(f"wrote {out / (name + '.png')}")
         close(fig)
     checks = {name: c.to_json() for name, c in result.checks.items()}

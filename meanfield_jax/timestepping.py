@@ -38,25 +38,35 @@ State = Any
 Step = Callable[[State, Array, Array], State]
 
 
-def resolve_save_times(t_final: float | None, save_at: ArrayLike | None, default_final: float) -> np.ndarray:
-    """The sorted save times: ``save_at`` if given, else [0, t_final]; t_final defaults to the field's T."""
+def resolve_save_times(
+    t_final: float | None, save_at: ArrayLike | None, default_final: float, t0: float = 0.0
+) -> np.ndarray:
+    """The sorted save times: ``save_at`` if given, else [t0, t_final]; t_final defaults to the field's T."""
+    try:
+        t0 = float(t0)
+    except TypeError as exc:
+        raise TypeError(f"t0 must be a number, got {type(t0).__name__}") from exc
+    if not (math.isfinite(t0) and t0 >= 0):
+        raise ValueError(f"t0 must be a finite time >= 0, got t0={t0}")
     if t_final is None:
         t_final = default_final
     try:
         t_final = float(t_final)
     except TypeError as exc:
         raise TypeError(f"t_final must be a number, got {type(t_final).__name__}") from exc
-    if not (math.isfinite(t_final) and t_final > 0):
-        raise ValueError(f"t_final must be a finite positive time, got t_final={t_final}")
+    if not (math.isfinite(t_final) and t_final > t0):
+        raise ValueError(f"t_final must be a finite time > t0={t0:g}, got t_final={t_final}")
     if save_at is None:
-        return np.array([0.0, t_final])
+        return np.array([t0, t_final])
     save = np.atleast_1d(np.asarray(save_at, dtype=float))
     if save.ndim != 1 or save.size == 0:
         raise ValueError(f"save_at must be a non-empty 1-D list of times, got {save_at!r}")
-    if not np.all(np.isfinite(save)) or np.any(save < 0):
-        raise ValueError(f"save_at must hold finite times >= 0, got {save.tolist()}")
+    if not np.all(np.isfinite(save)) or np.any(save < t0):
+        raise ValueError(f"save_at must hold finite times >= t0={t0:g}, got {save.tolist()}")
     if np.any(np.diff(save) <= 0):
         raise ValueError(f"save_at must be strictly increasing, got {save.tolist()}")
+    if save[-1] <= t0:
+        raise ValueError(f"save_at must reach past the start t0={t0:g}, got {save.tolist()}")
     return save
 
 

@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from .atomic import atomic_write
 
 __all__ = ["FitResult", "NonFiniteError", "fit"]
 
@@ -142,22 +143,6 @@ def _sidecar(path: str) -> str:
     return path + ".json"
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, flush it to disk, then os.replace it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _save_checkpoint(path: str, state: PyTree, step: int, history: list[float]) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     buffer = io.BytesIO()
@@ -172,8 +157,8 @@ def _save_checkpoint(path: str, state: PyTree, step: int, history: list[float]) 
         "tree_sha256": _sha256(json.dumps(description).encode()),
         "leaves_sha256": _sha256(leaves),
     }
-    _atomic_write(path, leaves)
-    _atomic_write(_sidecar(path), json.dumps(meta).encode())
+    atomic_write(path, leaves)
+    atomic_write(_sidecar(path), json.dumps(meta).encode())
 
 
 def _load_checkpoint(path: str, like: PyTree, steps: int) -> tuple[PyTree, int, list[float]] | None:

@@ -130,9 +130,11 @@ def _rhs(field: AbstractField, grid, config: _Config, layer: Array, state):
 
 
 @eqx.filter_jit
-def _solve(field: AbstractField, f0: Array, grid, save_at: tuple[float, ...], config: _Config, steps: int):
+def _solve(
+    field: AbstractField, f0: Array, grid, save_at: tuple[float, ...], config: _Config, steps: int, t0: float
+):
     save = np.asarray(save_at)
-    dt_max = cfl_time_step(field, grid, config.boundary, config.cfl, save[-1])
+    dt_max = cfl_time_step(field, grid, config.boundary, config.cfl, save[-1] - t0)
 
     def step(state, t, dt):
         f, outflow, entered = state
@@ -151,7 +153,7 @@ def _solve(field: AbstractField, f0: Array, grid, save_at: tuple[float, ...], co
 
     state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32))
     (f, outflow, _), info = integrate(
-        step, state0, save, dt_max, layer_stops(field), max_steps=steps, adjoint=config.adjoint
+        step, state0, save, dt_max, layer_stops(field), t0=t0, max_steps=steps, adjoint=config.adjoint
     )
     return KineticSolution(
         ts=jnp.asarray(save, f0.dtype), f=f, grid=grid, outflow=outflow, num_steps=info["num_steps"]
@@ -194,6 +196,7 @@ def solve_vlasov(
     time_stepper: str = "ssprk2",
     max_steps: int | None = None,
     adjoint: str = "checkpointed",
+    t0: float = 0.0,
 ) -> KineticSolution:
     """Solve ∂_t f + ∇·(σ(W(t) x + b(t)) f) = 0 from f0 (cell averages on ``grid``); see the module docstring.
 
@@ -212,6 +215,8 @@ def solve_vlasov(
         max_steps: bound on the steps between two save times. Needed when the field is traced (under
             jax.jit / jax.grad w.r.t. it); otherwise the count is computed from the CFL step.
         adjoint: ``"checkpointed"`` (reverse-mode memory ~ √steps) or ``"direct"``.
+        t0: the time of f0 (default 0); the field's layers keep their absolute times, so a solve can be
+            continued from any saved time (see :mod:`meanfield_jax.streaming`).
 
     Returns:
         A :class:`~meanfield_jax.KineticSolution`: ``ts``, ``f`` (k, *grid.shape), ``outflow`` (k, 2 d), the
@@ -237,7 +242,8 @@ def solve_vlasov(
         isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
     ):
         raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
-    save = resolve_save_times(t_final, save_at, field.T)
+    save = resolve_save_times(t_final, save_at, field.T, t0)
+    t0 = float(t0)
     if is_traced(field):
         if max_steps is None:
             raise ValueError(
@@ -247,12 +253,12 @@ def solve_vlasov(
         steps = max_steps
     else:
         rate = _advection_rate_bound(field, grid, boundary)
-        dt = float(_step_from_rate(rate, config.cfl, float(save[-1])))
-        needed = steps_per_save_interval(save, layer_stops(field), dt)
+        dt = float(_step_from_rate(rate, config.cfl, float(save[-1]) - t0))
+        needed = steps_per_save_interval(save, layer_stops(field), dt, t0)
         if max_steps is not None and needed > max_steps:
             raise ValueError(f"max_steps={max_steps} is too small: {needed} steps are needed between saves")
         steps = max_steps if max_steps is not None else _scan_length(needed + 1)
     dtype = jnp.result_type(f0.dtype, *[leaf.dtype for leaf in jax.tree_util.tree_leaves(field)])
     if f0.dtype != dtype:
         f0 = f0.astype(dtype)
-    return _solve(field, f0, grid, tuple(float(s) for s in save), config, steps)
+    return _solve(field, f0, grid, tuple(float(s) for s in save), config, steps, t0)

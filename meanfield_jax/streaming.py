@@ -1,0 +1,137 @@
+"""Long kinetic solves streamed to disk in chunks of save times, resumable after an interruption.
+
+A solve with many save points holds k densities in memory; ``solve_streamed`` instead runs the solver over
+chunks of ``chunk`` save times, continuing each from the last density of the previous one (the solvers'
+``t0``: the layers keep their absolute times, and every save time is a stop of the time loop, so the chunked
+solve does the same arithmetic as one long solve). Each chunk is written to ``folder/chunk_NNNNN.npz`` by a
+temporary file and a rename, then recorded in ``folder/manifest.json`` (also replaced atomically), so a
+killed run leaves only complete chunks. ``resume=True`` checks that the manifest describes the same problem
+and continues after its last chunk. An existing folder is never overwritten without ``resume``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import ArrayLike
+
+from .atomic import atomic_write
+from .field import AbstractField
+from .fokker_planck import solve_fokker_planck
+from .grid import Grid1D, Grid2D
+from .solution import KineticSolution
+from .timestepping import resolve_save_times
+from .transport import solve_vlasov
+
+__all__ = ["SOLVERS", "load_streamed", "solve_streamed"]
+
+SOLVERS: dict[str, Callable[..., KineticSolution]] = {
+    "vlasov": solve_vlasov,
+    "fokker_planck": solve_fokker_planck,
+}
+
+
+def _fingerprint(solver: str, field, f0, grid, save: np.ndarray, options: dict) -> str:
+    """A hash of everything that determines the result, so a resume cannot mix two problems."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves((field, f0)):
+        arr = np.asarray(leaf)
+        digest.update(str((arr.shape, arr.dtype)).encode())
+        digest.update(arr.tobytes())
+    static = (solver, type(field).__name__, getattr(field, "activation", None), field.T, field.feedback,
+              repr(grid), save.tolist(), sorted((k, repr(v)) for k, v in options.items()))
+    digest.update(repr(static).encode())
+    return digest.hexdigest()
+
+
+def solve_streamed(
+    solver: str,
+    field: AbstractField,
+    f0: ArrayLike,
+    grid: Grid1D | Grid2D,
+    save_at: ArrayLike,
+    folder: str | os.PathLike,
+    chunk: int = 16,
+    resume: bool = False,
+    **options,
+) -> KineticSolution:
+    """Solve with ``SOLVERS[solver]`` over ``save_at``, ``chunk`` save times at a time, into ``folder``.
+
+    Args:
+        solver: ``"vlasov"`` or ``"fokker_planck"``.
+        field, f0, grid: as for the solver (f0 is the density at ``save_at[0]``).
+        save_at: increasing save times (at least two).
+        folder: where the chunks and the manifest go; it must not exist unless ``resume=True``.
+        chunk: save times per chunk (>= 1).
+        resume: continue a run recorded in ``folder`` (same problem: checked by a fingerprint).
+        options: further keyword arguments of the solver (scheme, cfl, diffusion, ...).
+
+    Returns:
+        The whole solution (read back from the chunks), with cumulative ``outflow`` and ``num_steps``.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver={solver!r}; allowed values: {', '.join(map(repr, SOLVERS))}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got chunk={chunk!r}")
+    save = resolve_save_times(None, save_at, field.T, t0=float(np.asarray(save_at).ravel()[0]))
+    if save.size < 2:
+        raise ValueError(f"save_at needs at least two times (a start and an end), got {save.tolist()}")
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    fingerprint = _fingerprint(solver, field, f0, grid, save, options)
+    if folder.exists() and not resume:
+        raise FileExistsError(f"{folder} exists: pass resume=True to continue it, or choose a new folder")
+    if resume and manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest["fingerprint"] != fingerprint:
+            raise ValueError(f"{folder} holds a different problem (field, f0, grid, save_at or options "
+                             "differ); cannot resume it")
+    else:
+        folder.mkdir(parents=True, exist_ok=resume)
+        manifest = {"solver": solver, "fingerprint": fingerprint, "save_at": save.tolist(), "chunks": []}
+    done = len(manifest["chunks"])
+    if done:
+        last = np.load(folder / manifest["chunks"][-1])
+        f, start, outflow = jnp.asarray(last["f"][-1]), int(last["index"][-1]), last["outflow"][-1]
+    else:
+        f, start, outflow = jnp.asarray(f0), 0, None
+    while start < save.size - 1:
+        stop = min(start + chunk, save.size - 1)
+        times = save[start : stop + 1]
+        sol = SOLVERS[solver](field, f, grid, save_at=times, t0=float(times[0]), **options)
+        out = np.asarray(sol.outflow) + (0.0 if outflow is None else outflow)
+        first = 0 if start == 0 else 1  # a later chunk starts at the previous chunk's last time
+        name = f"chunk_{done:05d}.npz"
+
+        buffer = io.BytesIO()
+        np.savez(buffer, ts=np.asarray(sol.ts)[first:], f=np.asarray(sol.f)[first:], outflow=out[first:],
+                 index=np.arange(start + first, stop + 1), num_steps=int(sol.num_steps))
+        atomic_write(folder / name, buffer.getvalue())
+        manifest["chunks"].append(name)
+        atomic_write(manifest_path, json.dumps(manifest, indent=1).encode())
+        f, outflow, start, done = sol.f[-1], out[-1], stop, done + 1
+    return load_streamed(folder, grid)
+
+
+def load_streamed(folder: str | os.PathLike, grid: Grid1D | Grid2D) -> KineticSolution:
+    """The solution stored by :func:`solve_streamed` in ``folder`` (all chunks written so far)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    parts = [np.load(folder / name) for name in manifest["chunks"]]
+    if not parts:
+        raise ValueError(f"{folder} holds no finished chunk yet")
+    return KineticSolution(
+        ts=jnp.asarray(np.concatenate([p["ts"] for p in parts])),
+        f=jnp.asarray(np.concatenate([p["f"] for p in parts])),
+        grid=grid,
+        outflow=jnp.asarray(np.concatenate([p["outflow"] for p in parts])),
+        num_steps=jnp.asarray(sum(int(p["num_steps"]) for p in parts)),
+    )
