@@ -6,7 +6,7 @@ equations, all jit-compiled and differentiable.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import closed_forms, control, losses
+from . import closed_forms, control, losses, sharding
 from .activations import ACTIVATIONS, get_activation
 from .analysis import Sensitivity, SteadyState, sensitivity, sensitivity_equations, steady_state
 from .field import AbstractField, NeuralField
@@ -49,6 +49,7 @@ __all__ = [
     "resnet_forward",
     "sensitivity",
     "sensitivity_equations",
+    "sharding",
     "solve_fokker_planck",
     "solve_streamed",
     "solve_vlasov",

@@ -146,10 +146,10 @@ def _solve(
                 lambda g: g,
                 f,
             )
-        f, outflow = ssp_rk_step(
+        f_new, out_new = ssp_rk_step(
             lambda u: _rhs(field, grid, config, layer, u), (f, outflow), dt, config.time_stepper
-        )
-        return f, outflow, layer
+        )  # keep the state's dtype (float32 densities on a float64 grid under jax_enable_x64)
+        return f_new.astype(f.dtype), out_new.astype(outflow.dtype), layer
 
     state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32))
     (f, outflow, _), info = integrate(

@@ -14,7 +14,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 @pytest.fixture
 def run_config(tmp_path):
-    """Run ``configs/<name>.yaml`` at its quick size through the CLI, assert it passed; return (metrics, out)."""
+    """Run ``configs/<name>.yaml`` at its quick size through the CLI, assert that it passed.
+
+    Returns (metrics, output folder)."""
 
     from meanfield_jax.cli import main  # after the jax settings above
 

@@ -433,3 +433,13 @@ def test_bad_inputs_are_rejected_with_a_clear_message(kwargs, error, match):
 def test_traced_field_needs_max_steps():
     with pytest.raises(ValueError, match="pass max_steps="):
         jax.jit(lambda field: solve_vlasov(field, F0, GRID).f)(FIELD)
+
+
+def test_float32_density_keeps_its_dtype_under_x64():
+    """A float32 field and density on a (float64) grid: the solve stays float32 and conserves mass."""
+    grid = mfj.Grid1D(-2.0, 2.0, 40)
+    field = mfj.NeuralField.constant(np.float32(-1.0), np.float32(0.2), num_layers=2, activation="tanh")
+    f0 = grid.project(lambda x: jnp.exp(-4 * x**2)).astype(jnp.float32)
+    sol = mfj.solve_vlasov(field, f0, grid, boundary="zero_flux")
+    assert sol.f.dtype == jnp.float32
+    np.testing.assert_allclose(sol.mass(), sol.mass()[0], rtol=1e-6)

@@ -1,0 +1,552 @@
+"""Kinetic (PDE) solvers against py-pde and FiPy, and the cost of a gradient through a solve.
+
+Problems — one equation, grid, time step, number of steps S and final time for every solver:
+
+* ``transport_1d``: ∂_t f + ∂_x(tanh(1.5 x + 0.2) f) = 0 on [−4, 4], 10³, 10⁴, 10⁵ cells, outflow walls;
+* ``transport_2d``: ∂_t f + ∇·(tanh(W x + b) f) = 0 on [−4, 4]², W = [[1, −0.8], [0.8, 1]],
+  b = (0.1, −0.2), 256², 512² (and 1024² without ``--quick``) cells, outflow walls;
+* ``fokker_planck_1d``: ∂_t f + ∂_x(−x f) = ∂_xx f on [−6, 10] (the Fig. 9 model), 10³, 10⁴, 10⁵ cells,
+  zero-flux walls.
+
+Solvers:
+
+* ours: ``solve_vlasov`` (MUSCL with the MC limiter, SSP-RK2, cfl 0.5) and ``solve_fokker_planck``
+  (Chang–Cooper flux, explicit SSP-RK2, cfl 0.5), called through the public API with a concrete field, in
+  float64 (the peers' precision) and in float32. Δt is our CFL step and t_final = S Δt (1 − 10⁻⁹), so that
+  every solver takes exactly S steps of (almost exactly) the same size.
+* py-pde: the same PDE written as a py-pde expression (its central differences), its simplest explicit
+  scheme (``EulerSolver``, fixed step t_final / S, ``adaptive=False``) on the numba backend; the stepper is
+  built and run once before timing (compilation apart) and is then called directly, so no tracker runs.
+* FiPy (Fokker–Planck only): ``TransientTerm() == DiffusionTerm(K) − ExponentialConvectionTerm(F)`` — the
+  Scharfetter–Gummel flux, i.e. our spatial scheme, stepped by implicit Euler — S solves with the same Δt,
+  FiPy's default (LU) solver with its tolerance set to 10⁻¹² (at the default tolerance the solves stop
+  early: 3·10⁻⁴ L1 error at 10⁴ cells), its default no-flux walls.
+* gradient: ``jax.grad`` of the first moment of f(t_final) with respect to the field (W and b), with
+  ``max_steps=S`` and the default checkpointed adjoint, against the same forward pass compiled the same way.
+
+Reported per case: the median wall time of ``repeats`` runs after a warm-up, the first call (compilation)
+apart; cell-steps/s = cells × S / time; peak memory, as XLA's buffer sizes of the compiled kernel (ours)
+and as the rise of the process's resident memory over one extra untimed run, sampled every millisecond
+(all solvers; a lower bound, since freed memory is reused); the L1 distance of each peer's f(t_final) to
+ours (a check that both solve one problem); the throughput ratios ours / peer; and gradient / forward.
+
+Run ``python benchmarks/kinetic.py [--quick]``; the results go to ``benchmarks/results/kinetic-<time>.json``
+with a log–log plot of the time per step against the number of cells next to it (never overwritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import meanfield_jax as mfj
+from meanfield_jax.chang_cooper import fitted_flux_coefficients, outflow_rate
+from meanfield_jax.transport import cfl_time_step
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CFL = 0.5
+GOALS = {"throughput_ratio_to_py_pde_at_least": 5.0, "gradient_to_forward_at_most": 5.0}
+
+
+# ---- measurement: machine, timing, memory, output ---------------------------------------------------------
+def _package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict:
+    """CPU model, core count, memory, accelerators and load: what the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as file:
+            cpu = next(line.split(":", 1)[1].strip() for line in file if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import psutil
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "platform": platform.platform(),
+        "jax_backend": jax.default_backend(),
+        "devices": [d.device_kind for d in jax.devices()],
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def versions() -> dict:
+    names = ("jax", "jaxlib", "numpy", "scipy", "meanfield-jax", "py-pde", "numba", "fipy", "psutil")
+    return {"python": platform.python_version(), **{name: _package_version(name) for name in names}}
+
+
+def measure(run: Callable[[Any], Any], repeats: int, setup: Callable[[], Any] = lambda: None) -> tuple:
+    """Time ``run(setup())``: a first call, then ``repeats`` calls (``setup`` is not timed).
+
+    Returns ({first_call_s, median_s, times_s}, the last output). ``run`` must wait for its result.
+    """
+    arg = setup()
+    start = time.perf_counter()
+    out = run(arg)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        arg = setup()
+        start = time.perf_counter()
+        out = run(arg)
+        times.append(time.perf_counter() - start)
+    return {"first_call_s": first, "median_s": statistics.median(times), "times_s": times}, out
+
+
+def peak_rss_rise(run: Callable[[Any], Any], setup: Callable[[], Any] = lambda: None) -> int:
+    """Largest rise of the resident set size over its value before ``run(setup())``, in bytes."""
+    import psutil
+
+    process = psutil.Process()
+    arg = setup()
+    base = process.memory_info().rss
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            stop.wait(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run(arg)
+    finally:
+        stop.set()
+        sampler.join()
+    return max(peak[0], process.memory_info().rss) - base
+
+
+def xla_memory(compiled) -> dict | None:
+    """Argument, output and temporary buffer sizes of a compiled XLA executable, in bytes."""
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    sizes = {
+        "argument_bytes": int(stats.argument_size_in_bytes),
+        "output_bytes": int(stats.output_size_in_bytes),
+        "temp_bytes": int(stats.temp_size_in_bytes),
+    }
+    return {**sizes, "total_bytes": sum(sizes.values())}
+
+
+def new_result_path(stem: str, suffix: str = ".json") -> Path:
+    """benchmarks/results/<stem>-<UTC time><suffix>, with -1, -2, … appended rather than overwriting."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for k in range(1000):
+        path = RESULTS / f"{stem}-{stamp}{'' if k == 0 else f'-{k}'}{suffix}"
+        if not path.exists():
+            return path
+    raise FileExistsError(f"no free file name for {stem}-{stamp}{suffix} in {RESULTS}")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    with open(path, "x") as file:  # "x": never overwrite an earlier result
+        json.dump(payload, file, indent=2)
+        file.write("\n")
+
+
+# ---- the problems -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """One benchmark case: the equation ``kind`` on n cells per axis, advanced by ``steps`` steps."""
+
+    kind: str
+    n: int
+    steps: int
+
+    @property
+    def d(self) -> int:
+        return 2 if self.kind == "transport_2d" else 1
+
+    @property
+    def cells(self) -> int:
+        return self.n**self.d
+
+    @property
+    def domain(self) -> tuple[float, float]:
+        return (-6.0, 10.0) if self.kind == "fokker_planck_1d" else (-4.0, 4.0)
+
+    @property
+    def activation(self) -> str:
+        return "identity" if self.kind == "fokker_planck_1d" else "tanh"
+
+    @property
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "transport_1d":
+            return np.array([[1.5]]), np.array([0.2])
+        if self.kind == "transport_2d":
+            return np.array([[1.0, -0.8], [0.8, 1.0]]), np.array([0.1, -0.2])
+        return np.array([[-1.0]]), np.array([0.0])
+
+    @property
+    def diffusion(self) -> float | None:
+        return 1.0 if self.kind == "fokker_planck_1d" else None
+
+    @property
+    def initial_mean(self) -> tuple[float, ...]:
+        return {"transport_1d": (0.5,), "transport_2d": (0.5, -0.3), "fokker_planck_1d": (5.0,)}[self.kind]
+
+    def grid(self) -> mfj.Grid1D | mfj.Grid2D:
+        lo, hi = self.domain
+        if self.d == 1:
+            return mfj.Grid1D(lo, hi, self.n)
+        return mfj.Grid2D((lo, hi, self.n), (lo, hi, self.n))
+
+    def field(self, T: float) -> mfj.NeuralField:
+        """One layer (the drift is constant in time), so no layer boundary cuts the steps; the default float
+        type (float64 under ``jax.enable_x64(True)``, else float32)."""
+        W, b = (jnp.asarray(a, jnp.result_type(float)) for a in self.weights)
+        return mfj.NeuralField(W, b, activation=self.activation, T=T)
+
+    def initial_density(self) -> jax.Array:
+        """A Gaussian of standard deviation 0.6 (1 for Fokker–Planck), as cell averages of mass 1."""
+        grid, mean = self.grid(), self.initial_mean
+        sd = 1.0 if self.kind == "fokker_planck_1d" else 0.6
+        if self.d == 1:
+            f0 = grid.project(lambda x: jnp.exp(-0.5 * ((x - mean[0]) / sd) ** 2))
+        else:
+            f0 = grid.project(lambda x, y: jnp.exp(-0.5 * ((x - mean[0]) ** 2 + (y - mean[1]) ** 2) / sd**2))
+        return f0 / grid.integrate(f0)
+
+    def time_step(self) -> float:
+        """Our CFL step: cfl / (largest rate at which a cell empties), the step both our solvers take."""
+        grid, field = self.grid(), self.field(1.0)
+        if self.diffusion is None:
+            return float(cfl_time_step(field, grid, "outflow", CFL, 1.0))
+        faces = grid.faces[1:-1]
+        drift = field.layer_velocity(0, faces[:, None])[:, 0]
+        rate = outflow_rate([fitted_flux_coefficients(drift, self.diffusion, grid.dx)], [grid.dx])
+        return float(CFL / jnp.max(rate))
+
+    def py_pde_expression(self) -> str:
+        W, b = self.weights
+        names = ("x", "y")[: self.d]
+        terms = []
+        for i, name in enumerate(names):
+            products = [f"{float(W[i, j])!r}*{names[j]}" for j in range(self.d)]
+            linear = " + ".join([*products, repr(float(b[i]))])
+            velocity = f"tanh({linear})" if self.activation == "tanh" else f"({linear})"
+            terms.append(f"- d_d{name}({velocity} * f)")
+        if self.diffusion is not None:
+            terms.append(f"+ {self.diffusion!r} * laplace(f)")
+        return " ".join(terms)
+
+
+def solve_ours(problem: Problem, field: mfj.NeuralField, f0: jax.Array, max_steps: int | None = None):
+    grid = problem.grid()
+    if problem.diffusion is None:
+        return mfj.solve_vlasov(
+            field, f0, grid, t_final=field.T, scheme="muscl", limiter="mc", cfl=CFL, boundary="outflow",
+            time_stepper="ssprk2", max_steps=max_steps,
+        )
+    return mfj.solve_fokker_planck(
+        field, f0, grid, diffusion=problem.diffusion, t_final=field.T, scheme="chang_cooper",
+        method="explicit", cfl=CFL, max_steps=max_steps,
+    )
+
+
+def first_moment(problem: Problem, f: jax.Array) -> jax.Array:
+    """∫ x f dx (1-D) or the sum of the components of the mean (2-D): the quantity differentiated."""
+    m = mfj.moments(f, problem.grid(), order=1)
+    return m[1] if problem.d == 1 else jnp.sum(m["mean"])
+
+
+# ---- the solvers under test -------------------------------------------------------------------------------
+def _throughput(problem: Problem, timing: dict) -> float:
+    return problem.cells * problem.steps / timing["median_s"]
+
+
+@jax.enable_x64(True)
+def run_ours_float64(problem: Problem, t_final: float, repeats: int) -> tuple[dict, np.ndarray]:
+    return run_ours(problem, t_final, repeats)
+
+
+@jax.enable_x64(False)
+def run_ours_float32(problem: Problem, t_final: float, repeats: int) -> tuple[dict, np.ndarray]:
+    return run_ours(problem, t_final, repeats)
+
+
+def run_ours(problem: Problem, t_final: float, repeats: int) -> tuple[dict, np.ndarray]:
+    """Our solver in the precision in force (``jax.enable_x64``)."""
+    field = problem.field(t_final)
+    f0 = problem.initial_density()
+
+    def run(_):
+        sol = solve_ours(problem, field, f0)
+        return jax.block_until_ready(sol)
+
+    timing, sol = measure(run, repeats)
+    if int(sol.num_steps) != problem.steps:
+        raise RuntimeError(f"{problem}: our solver took {int(sol.num_steps)} steps, expected {problem.steps}")
+    traced = jax.jit(lambda fld, f: solve_ours(problem, fld, f, max_steps=problem.steps).f)
+    return {
+        **timing,
+        "compile_s": max(timing["first_call_s"] - timing["median_s"], 0.0),
+        "cell_steps_per_s": _throughput(problem, timing),
+        "xla_memory": xla_memory(traced.lower(field, f0).compile()),
+        "peak_rss_rise_bytes": peak_rss_rise(run),
+        "dtype": sol.f.dtype.name,
+    }, np.asarray(sol.f[-1], np.float64)
+
+
+@jax.enable_x64(True)
+def run_gradient(problem: Problem, t_final: float, repeats: int) -> dict:
+    """Gradient of the first moment of f(t_final) w.r.t. (W, b) against the forward pass, both compiled
+    with the field traced (``max_steps`` = S, the checkpointed adjoint)."""
+    field = problem.field(t_final)
+    f0 = problem.initial_density()
+
+    def loss(fld, f):
+        return first_moment(problem, solve_ours(problem, fld, f, max_steps=problem.steps).f[-1])
+
+    out = {}
+    for name, fn in (("forward", jax.jit(loss)), ("gradient", jax.jit(jax.grad(loss)))):
+        start = time.perf_counter()
+        compiled = fn.lower(field, f0).compile()
+        compile_s = time.perf_counter() - start
+        timing, _ = measure(lambda _, c=compiled: jax.block_until_ready(c(field, f0)), repeats)
+        out[name] = {**timing, "compile_s": compile_s, "xla_memory": xla_memory(compiled)}
+    out["gradient_to_forward"] = out["gradient"]["median_s"] / out["forward"]["median_s"]
+    out["adjoint"] = "checkpointed"
+    return out
+
+
+def run_py_pde(problem: Problem, t_final: float, f0: jax.Array, repeats: int) -> tuple[dict, np.ndarray]:
+    import pde
+    from pde.solvers import EulerSolver
+
+    lo, hi = problem.domain
+    grid = pde.CartesianGrid([[lo, hi]] * problem.d, [problem.n] * problem.d)
+    initial = np.asarray(f0, np.float64)
+    bc = {"value": 0.0} if problem.diffusion is None else {"derivative": 0.0}
+    equation = pde.PDE({"f": problem.py_pde_expression()}, bc=bc)
+    solver = EulerSolver(equation, backend="numba", adaptive=False)
+    dt = t_final / problem.steps
+    start = time.perf_counter()
+    stepper = solver.make_stepper(pde.ScalarField(grid, initial), dt)
+    stepper(pde.ScalarField(grid, initial), 0.0, dt)  # numba compiles here
+    compile_s = time.perf_counter() - start
+
+    def run(state):
+        before = solver.info["steps"]
+        stepper(state, 0.0, t_final)
+        if solver.info["steps"] - before != problem.steps:
+            raise RuntimeError(f"py-pde took {solver.info['steps'] - before} steps, expected {problem.steps}")
+        return state.data
+
+    def setup():
+        return pde.ScalarField(grid, initial.copy())
+
+    timing, final = measure(run, repeats, setup)
+    return {
+        **timing,
+        "compile_s": compile_s,
+        "cell_steps_per_s": _throughput(problem, timing),
+        "peak_rss_rise_bytes": peak_rss_rise(run, setup),
+        "scheme": "explicit Euler, central differences (py-pde expression), numba backend",
+        "boundary": bc,
+        "expression": problem.py_pde_expression(),
+        "dt": dt,
+    }, np.asarray(final, np.float64)
+
+
+def run_fipy(problem: Problem, t_final: float, f0: jax.Array, repeats: int) -> tuple[dict, np.ndarray]:
+    import fipy
+
+    lo, _ = problem.domain
+    grid = problem.grid()
+    mesh = fipy.Grid1D(nx=problem.n, dx=grid.dx) + lo
+    faces = np.asarray(mesh.faceCenters[0].value)
+    drift = np.asarray(problem.field(1.0).layer_velocity(0, jnp.asarray(faces)[:, None])[:, 0])
+    velocity = fipy.FaceVariable(mesh=mesh, rank=1, value=drift[None, :])
+    equation = fipy.TransientTerm() == fipy.DiffusionTerm(coeff=problem.diffusion) - (
+        fipy.ExponentialConvectionTerm(coeff=velocity)
+    )
+    dt = t_final / problem.steps
+    initial = np.asarray(f0, np.float64)
+    solver = fipy.solvers.LinearLUSolver(tolerance=1e-12, iterations=10)
+
+    def setup():
+        return fipy.CellVariable(mesh=mesh, value=initial.copy())
+
+    def run(density):
+        for _ in range(problem.steps):  # FiPy advances one implicit step per solve
+            equation.solve(var=density, dt=dt, solver=solver)
+        return np.array(density.value)
+
+    timing, final = measure(run, repeats, setup)
+    return {
+        **timing,
+        "compile_s": max(timing["first_call_s"] - timing["median_s"], 0.0),
+        "cell_steps_per_s": _throughput(problem, timing),
+        "peak_rss_rise_bytes": peak_rss_rise(run, setup),
+        "scheme": "implicit Euler, exponential (Scharfetter–Gummel) convection + diffusion, no-flux walls",
+        "solver": repr(solver),
+        "dt": dt,
+    }, final
+
+
+# ---- one case, the suite, the plot ------------------------------------------------------------------------
+@jax.enable_x64(True)
+def run_case(problem: Problem, repeats: int) -> dict:
+    """Every solver on one problem; the step and the initial density are computed in float64."""
+    grid = problem.grid()
+    dt = problem.time_step()
+    t_final = problem.steps * dt * (1.0 - 1e-9)
+    f0 = problem.initial_density()
+    ours64, final64 = run_ours_float64(problem, t_final, repeats)
+    ours32, _ = run_ours_float32(problem, t_final, repeats)
+    result = {
+        "case": problem.kind,
+        "cells": problem.cells,
+        "shape": list(grid.shape),
+        "steps": problem.steps,
+        "dt": dt,
+        "t_final": t_final,
+        "ours": {"float64": ours64, "float32": ours32},
+        "gradient": run_gradient(problem, t_final, repeats),
+        "peers": {},
+    }
+    peers = [("py-pde", run_py_pde)] + ([("fipy", run_fipy)] if problem.diffusion is not None else [])
+    for name, runner in peers:
+        stats, final = runner(problem, t_final, f0, repeats)
+        stats["l1_distance_to_ours"] = float(np.sum(np.abs(final - final64)) * grid.cell_volume)
+        result["peers"][name] = stats
+    kernel = _throughput(problem, result["gradient"]["forward"])
+    result["gradient"]["forward"]["cell_steps_per_s"] = kernel
+    result["ratios"] = {}
+    for name, stats in result["peers"].items():
+        for precision in ("float64", "float32"):
+            ours = result["ours"][precision]["cell_steps_per_s"]
+            result["ratios"][f"{name}/{precision}"] = ours / stats["cell_steps_per_s"]
+        result["ratios"][f"{name}/float64_compiled_forward"] = kernel / stats["cell_steps_per_s"]
+    return result
+
+
+def problems(quick: bool) -> list[Problem]:
+    steps_1d, steps_2d = (100, 20) if quick else (200, 50)
+    sizes_2d = (256, 512) if quick else (256, 512, 1024)
+    return (
+        [Problem("transport_1d", n, steps_1d) for n in (10**3, 10**4, 10**5)]
+        + [Problem("transport_2d", n, steps_2d) for n in sizes_2d]
+        + [Problem("fokker_planck_1d", n, steps_1d) for n in (10**3, 10**4, 10**5)]
+    )
+
+
+def goals(results: list[dict]) -> dict:
+    speedups = [r["ratios"]["py-pde/float64"] for r in results]
+    gradients = [r["gradient"]["gradient_to_forward"] for r in results]
+    return {
+        **GOALS,
+        "min_throughput_ratio_to_py_pde_float64": min(speedups),
+        "max_gradient_to_forward": max(gradients),
+        "throughput_goal_met": min(speedups) >= GOALS["throughput_ratio_to_py_pde_at_least"],
+        "gradient_goal_met": max(gradients) <= GOALS["gradient_to_forward_at_most"],
+    }
+
+
+def plot(results: list[dict], path: Path) -> None:
+    """Log–log time per step against the number of cells, one panel per equation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(r["case"] for r in results))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.8), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        rows = [r for r in results if r["case"] == kind]
+        cells = [r["cells"] for r in rows]
+        series = {
+            "ours float64": [r["ours"]["float64"]["median_s"] for r in rows],
+            "ours float32": [r["ours"]["float32"]["median_s"] for r in rows],
+            "ours gradient (float64)": [r["gradient"]["gradient"]["median_s"] for r in rows],
+        }
+        for peer in rows[0]["peers"]:
+            series[peer] = [r["peers"][peer]["median_s"] for r in rows]
+        for (label, times), marker in zip(series.items(), "osD^v"):
+            per_step = [t / r["steps"] for t, r in zip(times, rows)]
+            ax.loglog(cells, per_step, marker=marker, label=label)
+        ax.set_title(kind.replace("_", " "))
+        ax.set_xlabel("cells")
+        ax.set_ylabel("wall time per step [s]")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _summary_line(r: dict) -> str:
+    peers = "  ".join(
+        f"{name} {s['cell_steps_per_s']:.3g}/s (ours/{name} {r['ratios'][name + '/float64']:.2f}, "
+        f"L1 {s['l1_distance_to_ours']:.1e})"
+        for name, s in r["peers"].items()
+    )
+    return (
+        f"{r['case']:17s} {r['cells']:>8d} cells  ours f64 {r['ours']['float64']['cell_steps_per_s']:.3g}/s  "
+        f"f32 {r['ours']['float32']['cell_steps_per_s']:.3g}/s  grad/fwd "
+        f"{r['gradient']['gradient_to_forward']:.2f}  {peers}"
+    )
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps, no 1024² grid")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up")
+    args = parser.parse_args(argv)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
+    if repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {repeats}")
+    started = time.perf_counter()
+    payload = {
+        "benchmark": "kinetic",
+        "quick": args.quick,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "machine": machine_info(),
+        "versions": versions(),
+        "settings": {"repeats": repeats, "cfl": CFL, "statistic": "median after one warm-up call"},
+        "results": [],
+    }
+    for problem in problems(args.quick):
+        result = run_case(problem, repeats)
+        payload["results"].append(result)
+        print(_summary_line(result), flush=True)
+    payload["goals"] = goals(payload["results"])
+    payload["wall_time_s"] = time.perf_counter() - started
+    payload["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    path = new_result_path("kinetic-quick" if args.quick else "kinetic")
+    write_json(path, payload)
+    plot(payload["results"], path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png').name}")
+    return path
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,242 @@
+"""Multi-device execution: sharded particles through the ResNet and fit, and the 2-D transport solve split
+along x with halo exchange, against the single-device results.
+
+Eight CPU devices need XLA_FLAGS=--xla_force_host_platform_device_count=8 before JAX starts, which is too
+late in this process (conftest imported JAX), so the eight-device checks run in one child process that
+prints its measurements as JSON; the tests below assert on them. Checks that one device suffices for run
+here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import meanfield_jax as mfj
+from meanfield_jax.sharding import particle_mesh, shard_particles, sharded_vlasov_2d
+
+DEVICES = 8
+
+# Runs with 8 host devices in float64; prints one JSON object of measured numbers.
+CHILD = textwrap.dedent(
+    """
+    import json
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    import meanfield_jax as mfj
+    from meanfield_jax.sharding import particle_mesh, shard_particles, sharded_vlasov_2d
+
+    COLLECTIVES = ("all-gather", "all-to-all", "collective-permute", "all-reduce", "reduce-scatter")
+    out = {"devices": jax.device_count()}
+    mesh = particle_mesh()
+    key = jax.random.PRNGKey(0)
+
+    def collectives(fn, *args):
+        text = jax.jit(fn).lower(*args).compile().as_text()
+        return {c: text.count(c + "(") + text.count(c + "-start(") for c in COLLECTIVES}
+
+    def relative(a, b):
+        a, b = np.asarray(a), np.asarray(b)
+        return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+    # ---- particles through the ResNet: one cache block and several per device ----
+    W = jax.random.normal(key, (6, 2, 2)) * 0.8
+    b = jax.random.normal(jax.random.fold_in(key, 1), (6, 2)) * 0.3
+    field = mfj.NeuralField(W, b, activation="tanh", T=1.5)
+    for n in (512, 262144):
+        x = jax.random.normal(jax.random.fold_in(key, n), (n, 2))
+        xs = shard_particles(x, mesh)
+        y = mfj.resnet_forward(field, xs)
+        out[f"resnet_{n}"] = {
+            "input_devices": len(xs.sharding.device_set),
+            "same_sharding": bool(y.sharding.is_equivalent_to(xs.sharding, 2)),
+            "collectives": collectives(lambda x: mfj.resnet_forward(field, x), xs),
+            "relative_difference": relative(y, mfj.resnet_forward(field, np.asarray(x))),
+        }
+
+    # ---- fit on sharded particles: the same iterates as on one device ----
+    x = jax.random.normal(jax.random.fold_in(key, 2), (1024, 2))
+    target = 0.5 * x + 0.2
+
+    def squared_error(data, labels, f):
+        return jnp.mean(jnp.sum((mfj.resnet_forward(f, data) - labels) ** 2, axis=-1))
+
+    # the data ride in a Partial (a pytree), so they enter the compiled step as sharded arguments
+    x_sharded, target_sharded = shard_particles(x, mesh), shard_particles(target, mesh)
+    sharded_loss = jax.tree_util.Partial(squared_error, x_sharded, target_sharded)
+    sharded = mfj.fit(field, sharded_loss, optimizer=optax.sgd(0.2), steps=4, progress=False)
+    single = mfj.fit(field, lambda f: squared_error(x, target, f), optimizer=optax.sgd(0.2), steps=4,
+                     progress=False)
+    grad_collectives = collectives(lambda f, loss: jax.grad(loss)(f), field, sharded_loss)
+    out["fit"] = {
+        "history_sharded": sharded.history.tolist(),
+        "history_single": single.history.tolist(),
+        "W_difference": relative(sharded.params.W, single.params.W),
+        "b_difference": relative(sharded.params.b, single.params.b),
+        "gradient_collectives": grad_collectives,
+    }
+
+    # ---- the 2-D transport solve split along x (8 devices, 3 rows each) ----
+    grid = mfj.Grid2D((-3.0, 3.0, 24), (-2.5, 2.5, 10))
+    f0 = grid.project(lambda x, y: jnp.exp(-2.0 * ((x - 1.4) ** 2 + (y + 0.3) ** 2)))
+    field2 = mfj.NeuralField(
+        jnp.array([[[1.0, -1.5], [1.2, 0.4]], [[-0.6, 0.8], [-1.0, 0.3]]]),
+        jnp.array([[0.1, -0.2], [0.3, 0.2]]),
+        activation="tanh",
+        T=1.0,
+    )
+    saves = [0.0, 0.4, 1.0]
+    feedback = mfj.NeuralField(field2.W, field2.b, activation="tanh", T=1.0, feedback=-0.5)
+    cases = {"outflow": (field2, "muscl"), "zero_flux": (feedback, "upwind"), "periodic": (field2, "muscl")}
+    for boundary, (fld, scheme) in cases.items():
+        ref = mfj.solve_vlasov(fld, f0, grid, save_at=saves, scheme=scheme, boundary=boundary)
+        sol = sharded_vlasov_2d(fld, f0, grid, mesh, save_at=saves, scheme=scheme, boundary=boundary)
+        moved = float(np.sum(np.abs(np.asarray(ref.f[-1]) - np.asarray(f0))) * grid.cell_volume)
+        out[f"vlasov_{boundary}"] = {
+            "f_difference": relative(sol.f, ref.f),
+            "outflow_difference": float(np.max(np.abs(np.asarray(sol.outflow) - np.asarray(ref.outflow)))),
+            "outflow": np.asarray(ref.outflow[-1]).tolist(),
+            "steps": [int(sol.num_steps), int(ref.num_steps)],
+            "f_devices": len(sol.f.sharding.device_set),
+            "l1_change": moved,
+        }
+
+    # the gradient through the exchange (ppermute transposes to the opposite shift) against a central
+    # difference of the same sharded solve along a random direction of (W, b)
+    def moment(f):
+        sol = sharded_vlasov_2d(f, f0, grid, mesh, t_final=0.3, max_steps=8, scheme="upwind",
+                                time_stepper="euler", adjoint="direct")
+        return mfj.moments(sol.f[-1], grid, order=1)["mean"][0]
+
+    direction = jax.tree.map(lambda a: jax.random.normal(jax.random.fold_in(key, 3), a.shape), field2)
+    gradient = jax.grad(moment)(field2)
+    pairs = zip(jax.tree.leaves(gradient), jax.tree.leaves(direction))
+    forward, eps = jax.jit(moment), 1e-5
+    shifted = [forward(jax.tree.map(lambda a, v, s=s: a + s * eps * v, field2, direction)) for s in (1, -1)]
+    out["vlasov_gradient"] = {
+        "derivative": sum(float(jnp.vdot(g, v)) for g, v in pairs),
+        "central_difference": float(shifted[0] - shifted[1]) / (2 * eps),
+    }
+
+    try:
+        sharded_vlasov_2d(field2, mfj.Grid2D((-3, 3, 20), (-2, 2, 6)).project(lambda x, y: 1 + 0 * x * y),
+                          mfj.Grid2D((-3, 3, 20), (-2, 2, 6)), mesh)
+        out["indivisible_error"] = None
+    except ValueError as exc:
+        out["indivisible_error"] = str(exc)
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def eight_devices() -> dict:
+    """The child process's measurements (it runs once for the whole module)."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={DEVICES}".strip()
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+ROUND_OFF = 1e-12
+
+
+# ---- particles -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [512, 262144])
+def test_resnet_forward_keeps_the_particle_sharding(eight_devices, n):
+    """One cache block (512) and, on CPU, 16 interleaved cache blocks (262144): the rows stay where they
+    are, and no collective appears in the compiled program."""
+    assert eight_devices["devices"] == DEVICES
+    r = eight_devices[f"resnet_{n}"]
+    assert r["input_devices"] == DEVICES
+    assert r["same_sharding"]
+    assert sum(r["collectives"].values()) == 0, r["collectives"]
+    assert r["relative_difference"] < ROUND_OFF
+
+
+def test_fit_on_sharded_particles_follows_the_single_device_iterates(eight_devices):
+    r = eight_devices["fit"]
+    np.testing.assert_allclose(r["history_sharded"], r["history_single"], rtol=ROUND_OFF)
+    assert r["history_single"][-1] < r["history_single"][0]  # it does descend
+    assert r["W_difference"] < ROUND_OFF and r["b_difference"] < ROUND_OFF
+    # the particle mean is a local sum plus an all-reduce: no device gathers the particles
+    assert r["gradient_collectives"]["all-reduce"] >= 1
+    assert r["gradient_collectives"]["all-gather"] == 0
+
+
+# ---- the 2-D transport solve -----------------------------------------------------------------------------
+@pytest.mark.parametrize("boundary", ["outflow", "zero_flux", "periodic"])
+def test_sharded_vlasov_equals_the_single_device_solve(eight_devices, boundary):
+    """MUSCL with outflow and periodic walls; first-order upwind with a feedback bias and zero-flux walls."""
+    r = eight_devices[f"vlasov_{boundary}"]
+    assert r["f_devices"] == DEVICES
+    assert r["steps"][0] == r["steps"][1]
+    assert r["l1_change"] > 0.1  # mass crosses the block boundaries, so the halo matters
+    assert r["f_difference"] < ROUND_OFF
+    assert r["outflow_difference"] < ROUND_OFF
+    if boundary == "outflow":
+        assert max(r["outflow"]) > 1e-3  # mass leaves through the walls and is accounted for
+    else:
+        assert r["outflow"] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_gradient_through_the_sharded_solve_matches_finite_differences(eight_devices):
+    g = eight_devices["vlasov_gradient"]
+    assert abs(g["derivative"]) > 1e-3
+    assert abs(g["derivative"] - g["central_difference"]) < 1e-7 * abs(g["derivative"])
+
+
+def test_sharded_vlasov_rejects_rows_not_divisible_by_the_devices(eight_devices):
+    message = eight_devices["indivisible_error"]
+    assert message is not None and "nx=20" in message and "8 devices" in message
+
+
+# ---- one device: in this process -------------------------------------------------------------------------
+def test_one_device_mesh_wraps_the_periodic_halo_onto_itself():
+    grid = mfj.Grid2D((-2.0, 2.0, 10), (-1.0, 1.0, 6))
+    f0 = grid.project(lambda x, y: 1.0 + jnp.sin(np.pi * x / 2) * jnp.cos(np.pi * y))
+    field = mfj.NeuralField(jnp.array([[0.0, 1.0], [-1.0, 0.0]]), jnp.array([0.8, 0.1]), "tanh", T=0.7)
+    ref = mfj.solve_vlasov(field, f0, grid, boundary="periodic")
+    sol = sharded_vlasov_2d(field, f0, grid, particle_mesh(jax.devices()[:1]), boundary="periodic")
+    assert float(jnp.max(jnp.abs(ref.f[-1] - f0))) > 0.1
+    np.testing.assert_allclose(sol.f, ref.f, rtol=0, atol=ROUND_OFF * float(jnp.max(ref.f)))
+    np.testing.assert_allclose(float(sol.mass()[-1]), float(grid.integrate(f0)), rtol=1e-13)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"scheme": "cweno3"}, ValueError, "scheme='cweno3'"),
+        ({"axis_name": "rows"}, ValueError, "axis_name='rows'"),
+        ({"mesh": "cpu"}, TypeError, "jax.sharding.Mesh"),
+        ({"grid": mfj.Grid1D(0.0, 1.0, 8), "field": mfj.NeuralField(1.0, 0.0)}, TypeError, "Grid2D"),
+        ({"boundary": "reflect"}, ValueError, "boundary='reflect'"),
+        ({"cfl": 0.9}, ValueError, "cfl=0.9"),
+    ],
+)
+def test_sharded_vlasov_rejects_bad_arguments(kwargs, error, words):
+    grid = mfj.Grid2D((-1.0, 1.0, 4), (-1.0, 1.0, 4))
+    args = {"field": mfj.NeuralField(jnp.eye(2), jnp.zeros(2)), "f0": jnp.ones((4, 4)), "grid": grid,
+            "mesh": particle_mesh(jax.devices()[:1])}
+    with pytest.raises(error, match=words.replace("(", r"\(").replace(".", r"\.")):
+        sharded_vlasov_2d(**{**args, **kwargs})
+
+
+def test_shard_particles_rejects_a_count_the_devices_do_not_divide():
+    mesh = particle_mesh(jax.devices()[:1])
+    x = shard_particles(jnp.zeros((6, 2)), mesh)
+    assert x.shape == (6, 2)
+    with pytest.raises(ValueError, match="leading particle axis"):
+        shard_particles(jnp.zeros(()), mesh)
