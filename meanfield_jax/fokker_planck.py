@@ -219,17 +219,21 @@ def _time_step(rate: Array, cfl: ArrayLike, span: float) -> Array:
 
 
 # ---- one time step -----------------------------------------------------------------------------------------
-def _explicit_step(field: AbstractField, disc: _Discretisation, f: Array, t: Array, dt: Array) -> Array:
-    """Heun's SSP-RK2 step; the coefficients are shared by both stages unless the bias has feedback."""
+def _layer_coefficients(field: AbstractField, disc: _Discretisation, l: Array, f: Array):
+    """The face coefficients (α, β) of layer l (with a feedback bias: at the mean of f)."""
+    mean = density_mean(f, disc.grid) if field.feedback is not None else None
+    return _coefficients(field, l, mean, disc)
+
+
+def _explicit_step(
+    field: AbstractField, disc: _Discretisation, coefficients, f: Array, t: Array, dt: Array
+) -> Array:
+    """Heun's SSP-RK2 step with the layer's coefficients (recomputed per stage with a feedback bias)."""
     l = field.layer_index(t + dt / 2)
-    fixed = None if field.feedback is not None else _coefficients(field, l, None, disc)
 
     def euler(g: Array) -> Array:
-        if fixed is not None:
-            coefficients = fixed
-        else:
-            coefficients = _coefficients(field, l, density_mean(g, disc.grid), disc)
-        return g + dt * apply_fitted_operator(coefficients, g, disc.spacing)
+        c = coefficients if field.feedback is None else _layer_coefficients(field, disc, l, g)
+        return g + dt * apply_fitted_operator(c, g, disc.spacing)
 
     return 0.5 * (f + euler(euler(f)))
 
@@ -290,12 +294,11 @@ def _solve_2d(coefficients, spacing, rhs: Array, shift: float, scale: Array, pin
 
 
 def _implicit_step(
-    field: AbstractField, disc: _Discretisation, theta: Array, f: Array, t: Array, dt: Array
+    field: AbstractField, disc: _Discretisation, theta: Array, coefficients, f: Array, t: Array, dt: Array
 ) -> Array:
     """θ-scheme in increment form (I − θ Δt L) Δf = Δt L f; a feedback mean is that of the old density."""
-    l = field.layer_index(t + dt / 2)
-    mean = density_mean(f, disc.grid) if field.feedback is not None else None
-    coefficients = _coefficients(field, l, mean, disc)
+    if field.feedback is not None:
+        coefficients = _layer_coefficients(field, disc, field.layer_index(t + dt / 2), f)
     rhs = dt * apply_fitted_operator(coefficients, f, disc.spacing)
     if f.ndim == 1:
         lower, diagonal, upper = tridiagonal_bands(*coefficients[0], disc.spacing[0])
@@ -326,11 +329,25 @@ def _solve(
     else:
         advance = partial(_implicit_step, field, disc, theta)
 
-    def step(f: Array, t: Array, dt: Array) -> Array:  # the density keeps its dtype (f0 may be float32)
-        return advance(f, t, dt).astype(f.dtype)
+    # Without feedback the coefficients (an exp per face) change only between layers: they are carried in
+    # the loop state and recomputed when a step enters a new layer, not at every step.
+    first = field.layer_index(jnp.asarray(t0))
+    state0 = (f0, first, _layer_coefficients(field, disc, first, f0))
 
-    saved, info = integrate(step, f0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint)
-    return saved, info["num_steps"]
+    def step(state, t: Array, dt: Array):
+        f, cached, coefficients = state
+        l = field.layer_index(t + dt / 2)
+        if field.feedback is None:
+            coefficients = jax.lax.cond(
+                l != cached, lambda: _coefficients(field, l, None, disc), lambda: coefficients
+            )
+        # the density keeps its dtype (f0 may be float32)
+        return advance(coefficients, f, t, dt).astype(f.dtype), l, coefficients
+
+    saved, info = integrate(
+        step, state0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint
+    )
+    return saved[0], info["num_steps"]
 
 
 # ---- validation --------------------------------------------------------------------------------------------

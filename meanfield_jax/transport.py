@@ -117,11 +117,12 @@ def _step_from_rate(rate: ArrayLike, cfl: float, t_end: float) -> Array:
     return cfl / jnp.maximum(rate, cfl / t_end)
 
 
-def _rhs(field: AbstractField, grid, config: _Config, layer: Array, state):
-    """(df/dt, rate of mass loss through each wall) on the given layer."""
+def _rhs(field: AbstractField, grid, config: _Config, layer: Array, velocities: tuple[Array, ...], state):
+    """(df/dt, rate of mass loss through each wall) on the given layer; the face velocities are the layer's
+    (recomputed from the density's own mean when the bias has feedback)."""
     f, _ = state
-    mean = density_mean(f, grid) if field.feedback is not None else None
-    velocities = face_velocities(field, layer, grid, config.boundary, mean)
+    if field.feedback is not None:
+        velocities = face_velocities(field, layer, grid, config.boundary, density_mean(f, grid))
     fluxes = [
         upwind_flux(f, v, a, config.scheme, config.limiter, config.boundary, ax.dx)
         for a, (v, ax) in enumerate(zip(velocities, grid_axes(grid)))
@@ -137,7 +138,7 @@ def _solve(
     dt_max = cfl_time_step(field, grid, config.boundary, config.cfl, save[-1] - t0)
 
     def step(state, t, dt):
-        f, outflow, entered = state
+        f, outflow, entered, velocities = state
         layer = field.layer_index(t + 0.5 * dt)
         if maps_between_layers(field):
             f = jax.lax.cond(
@@ -146,13 +147,21 @@ def _solve(
                 lambda g: g,
                 f,
             )
+        if field.feedback is None:  # the face velocities change only between layers: refresh them there
+            velocities = jax.lax.cond(
+                layer != entered,
+                lambda: face_velocities(field, layer, grid, config.boundary),
+                lambda: velocities,
+            )
         f_new, out_new = ssp_rk_step(
-            lambda u: _rhs(field, grid, config, layer, u), (f, outflow), dt, config.time_stepper
+            lambda u: _rhs(field, grid, config, layer, velocities, u), (f, outflow), dt, config.time_stepper
         )  # keep the state's dtype (float32 densities on a float64 grid under jax_enable_x64)
-        return f_new.astype(f.dtype), out_new.astype(outflow.dtype), layer
+        return f_new.astype(f.dtype), out_new.astype(outflow.dtype), layer, velocities
 
-    state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32))
-    (f, outflow, _), info = integrate(
+    mean0 = density_mean(f0, grid) if field.feedback is not None else None
+    velocities0 = face_velocities(field, field.layer_index(jnp.asarray(t0)), grid, config.boundary, mean0)
+    state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32), velocities0)
+    (f, outflow, _, _), info = integrate(
         step, state0, save, dt_max, layer_stops(field), t0=t0, max_steps=steps, adjoint=config.adjoint
     )
     return KineticSolution(
