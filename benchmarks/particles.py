@@ -1,0 +1,451 @@
+"""The particle ResNet against diffrax and a NumPy loop: forward pass and gradient.
+
+Problem: x_{l+1} = x_l + Δt tanh(W_l x_l + b_l), l = 0, …, L − 1, Δt = T / L, T = 1, float32, n particles of
+dimension d (W_l ~ N(0, 1/d), b_l ~ N(0, 0.01), x_0 ~ N(0, I)); the gradient is that of the scalar
+J = mean_m |x_{L,m}|² with respect to W and b.
+
+Implementations (all jit-compiled once, compilation timed apart):
+
+* ours: ``mfj.resnet_forward(field, x)`` on (n, d) arrays (the kernel picks its layout); gradient with
+  ``adjoint="discrete"`` (hand-written adjoint) and ``"checkpointed"`` (the default).
+* diffrax: ``diffeqsolve(ODETerm(F), Euler(), t0=0, t1=T, dt0=T/L, stepsize_controller=ConstantStepSize(),
+  max_steps=L)`` with the layer l = round(t / Δt) looked up in F, in its fastest layout — particles last,
+  y of shape (d, n), F = tanh(W_l y + b_l), handed over already transposed — and in the natural layout
+  (n, d), F = tanh(y W_lᵀ + b_l); gradient with diffrax's default adjoint (``RecursiveCheckpointAdjoint``).
+* numpy: a Python loop over the layers of ``x + dt * np.tanh(x @ W[l].T + b[l])`` (forward only).
+
+Timing: every implementation of a group (the forward passes; the gradients) is compiled apart (compile time
+reported), called once as a warm-up, then all are called in turn for as many rounds as fit in 10 s (at
+least ``--repeats``, at most 50), so that bursts of load from other processes hit them alike. Reported per
+case: the median wall time (also the minimum and the median process CPU time), particle-steps/s
+(n L / time), XLA's temporary buffer size of each compiled gradient (its working memory), the ratios to
+each peer, the agreement of the outputs, and the fraction of this machine's compute limit
+(``common.compute_limits``) reached by our forward pass.
+A depth scan (L = 10, 100, 1000 at one n, d = 2) gives time and gradient memory against the depth.
+
+Run ``python benchmarks/particles.py [--quick] [--d 2] [--n 10000 100000] [--repeats 5]``; the results go to
+``benchmarks/results/particles[-quick]-<UTC time>.json`` with a log–log plot next to it (never overwritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import meanfield_jax as mfj
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    compile_jitted,
+    compute_limits,
+    load_average,
+    machine_info,
+    new_result_path,
+    particle_step_limit_s,
+    time_interleaved,
+    versions,
+    write_json,
+    xla_memory,
+)
+
+T = 1.0
+GOALS = {
+    "forward_time_at_most_x_diffrax_particles_last": 1.05,
+    "forward_speedup_vs_diffrax_particles_first_at_least": 2.5,
+    "forward_speedup_vs_numpy_at_least": 10.0,
+    "gradient_speedup_vs_diffrax_at_least": 3.0,
+    "gradient_to_forward_at_most": 4.0,
+    "gradient_memory_growth_for_10x_depth_below": 3.0,
+}
+BUDGET_S = 10.0  # timed rounds per group of implementations: as many as fit (at least --repeats, at most 50)
+
+
+@dataclass(frozen=True)
+class Case:
+    n: int
+    d: int
+    layers: int
+
+    @property
+    def particle_steps(self) -> int:
+        return self.n * self.layers
+
+
+def problem(case: Case, seed: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+    kW, kb, kx = jax.random.split(jax.random.PRNGKey(seed), 3)
+    W = jax.random.normal(kW, (case.layers, case.d, case.d), jnp.float32) / np.sqrt(case.d)
+    b = 0.1 * jax.random.normal(kb, (case.layers, case.d), jnp.float32)
+    x = jax.random.normal(kx, (case.n, case.d), jnp.float32)
+    return W, b, x
+
+
+def loss(x: jax.Array, feature_axis: int) -> jax.Array:
+    """J = mean over particles of |x|²."""
+    return jnp.mean(jnp.sum(x**2, axis=feature_axis))
+
+
+# ---- the implementations ---------------------------------------------------------------------------------
+def ours_forward(field: mfj.NeuralField, x: jax.Array) -> jax.Array:
+    return mfj.resnet_forward(field, x)
+
+
+def ours_gradient(adjoint: str):
+    return jax.grad(lambda field, x: loss(mfj.resnet_forward(field, x, adjoint=adjoint), -1))
+
+
+def diffrax_solve(W: jax.Array, b: jax.Array, y0: jax.Array, particles_last: bool) -> jax.Array:
+    import diffrax
+
+    layers = W.shape[0]
+    dt = T / layers
+
+    def velocity(t, y, args):
+        W, b = args
+        l = jnp.clip(jnp.round(t / dt).astype(jnp.int32), 0, layers - 1)
+        if particles_last:
+            return jnp.tanh(W[l] @ y + b[l][:, None])
+        return jnp.tanh(y @ W[l].T + b[l][None, :])
+
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(velocity), diffrax.Euler(), t0=0.0, t1=T, dt0=dt, y0=y0, args=(W, b),
+        stepsize_controller=diffrax.ConstantStepSize(), max_steps=layers,
+    )
+    return solution.ys[-1]
+
+
+def diffrax_gradient(particles_last: bool):
+    feature_axis = 0 if particles_last else -1
+    return jax.grad(lambda W, b, y0: loss(diffrax_solve(W, b, y0, particles_last), feature_axis), (0, 1))
+
+
+def numpy_forward(W: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+    dt = np.float32(T / W.shape[0])
+    for l in range(W.shape[0]):
+        x = x + dt * np.tanh(x @ W[l].T + b[l])
+    return x
+
+
+# ---- one case ---------------------------------------------------------------------------------------------
+def _rate(case: Case, timing: dict) -> float:
+    return case.particle_steps / timing["median_s"]
+
+
+def _timed_group(jitted: dict, plain: dict, repeats: int) -> tuple[dict, dict, dict]:
+    """Compile each jitted (fn, args) (compile time apart), then time all calls interleaved."""
+    calls, compile_s, compiled = {}, {}, {}
+    for name, (fn, args) in jitted.items():
+        compiled[name], compile_s[name] = compile_jitted(fn, args)
+        calls[name] = lambda exe=compiled[name], args=args: jax.block_until_ready(exe(*args))
+    timings, outputs = time_interleaved({**calls, **plain}, repeats, BUDGET_S)
+    for name, seconds in compile_s.items():
+        timings[name] = {"compile_s": seconds, **timings[name]}
+    return timings, compiled, outputs
+
+
+def run_case(case: Case, repeats: int, limits: dict, numpy_peer: bool = True) -> dict:
+    W, b, x = problem(case)
+    field = mfj.NeuralField(W, b, activation="tanh", T=T)
+    x_dn = jnp.asarray(x.T)  # diffrax's fastest layout, handed over for free
+    Wn, bn, xn = (np.asarray(a) for a in (W, b, x))
+    forward, compiled, y = _timed_group(
+        {
+            "ours": (ours_forward, (field, x)),
+            "diffrax_particles_last": (lambda W, b, y: diffrax_solve(W, b, y, True), (W, b, x_dn)),
+            "diffrax_particles_first": (lambda W, b, y: diffrax_solve(W, b, y, False), (W, b, x)),
+        },
+        {"numpy": lambda: numpy_forward(Wn, bn, xn)} if numpy_peer else {},
+        repeats,
+    )
+    memory = {"ours_forward": xla_memory(compiled["ours"])}
+    agreement = {
+        "forward_max_abs_diff_diffrax": float(
+            max(jnp.max(jnp.abs(y["ours"] - y["diffrax_particles_last"].T)),
+                jnp.max(jnp.abs(y["ours"] - y["diffrax_particles_first"])))
+        )
+    }
+    if numpy_peer:
+        agreement["forward_max_abs_diff_numpy"] = float(np.max(np.abs(np.asarray(y["ours"]) - y["numpy"])))
+
+    grad, compiled, g = _timed_group(
+        {
+            "ours_discrete": (ours_gradient("discrete"), (field, x)),
+            "ours_checkpointed": (ours_gradient("checkpointed"), (field, x)),
+            "diffrax_particles_last": (diffrax_gradient(True), (W, b, x_dn)),
+            "diffrax_particles_first": (diffrax_gradient(False), (W, b, x)),
+        },
+        {},
+        repeats,
+    )
+    memory.update({f"{name}_gradient": xla_memory(exe) for name, exe in compiled.items()})
+    reference = g["diffrax_particles_last"][0]
+    agreement["gradient_W_max_rel_diff_diffrax"] = float(
+        jnp.max(jnp.abs(g["ours_discrete"].W - reference)) / jnp.max(jnp.abs(reference))
+    )
+
+    t = {name: v["median_s"] for name, v in forward.items()}
+    tg = {name: v["median_s"] for name, v in grad.items()}
+    best_dfx_grad = min(tg["diffrax_particles_last"], tg["diffrax_particles_first"])
+    ratios = {
+        "forward_time_over_diffrax_particles_last": t["ours"] / t["diffrax_particles_last"],
+        "forward_speedup_vs_diffrax_particles_first": t["diffrax_particles_first"] / t["ours"],
+        "gradient_speedup_discrete_vs_diffrax": best_dfx_grad / tg["ours_discrete"],
+        "gradient_speedup_checkpointed_vs_diffrax": best_dfx_grad / tg["ours_checkpointed"],
+        "gradient_to_forward_discrete": tg["ours_discrete"] / t["ours"],
+        "gradient_to_forward_checkpointed": tg["ours_checkpointed"] / t["ours"],
+    }
+    if numpy_peer:
+        ratios["forward_speedup_vs_numpy"] = t["numpy"] / t["ours"]
+    best = {name: v["min_s"] for name, v in forward.items()}
+    best_g = {name: v["min_s"] for name, v in grad.items()}
+    ratios_of_minimum_times = {
+        "forward_time_over_diffrax_particles_last": best["ours"] / best["diffrax_particles_last"],
+        "forward_speedup_vs_diffrax_particles_first": best["diffrax_particles_first"] / best["ours"],
+        "gradient_speedup_discrete_vs_diffrax": min(
+            best_g["diffrax_particles_last"], best_g["diffrax_particles_first"]
+        ) / best_g["ours_discrete"],
+        "gradient_to_forward_discrete": best_g["ours_discrete"] / best["ours"],
+    }
+    if numpy_peer:
+        ratios_of_minimum_times["forward_speedup_vs_numpy"] = best["numpy"] / best["ours"]
+    limit = particle_step_limit_s(case.d, limits) * case.particle_steps
+    return {
+        **asdict(case),
+        "particle_steps": case.particle_steps,
+        "forward": forward,
+        "gradient": grad,
+        "particle_steps_per_s": {
+            **{name: _rate(case, v) for name, v in forward.items()},
+            **{f"{name}_gradient": _rate(case, v) for name, v in grad.items()},
+        },
+        "memory": memory,
+        "ratios": ratios,
+        "ratios_of_minimum_times": ratios_of_minimum_times,
+        "agreement": agreement,
+        "fraction_of_compute_limit_forward": limit / t["ours"],
+    }
+
+
+def run_depth_scan(n: int, d: int, depths: list[int], repeats: int) -> dict:
+    """Time and gradient working memory against the depth L at fixed n and d."""
+    rows = []
+    for layers in depths:
+        W, b, x = problem(Case(n, d, layers))
+        field = mfj.NeuralField(W, b, activation="tanh", T=T)
+        x_dn = jnp.asarray(x.T)
+        timings, compiled, _ = _timed_group(
+            {
+                "ours_forward": (ours_forward, (field, x)),
+                "ours_discrete_gradient": (ours_gradient("discrete"), (field, x)),
+                "ours_checkpointed_gradient": (ours_gradient("checkpointed"), (field, x)),
+                "diffrax_forward": (lambda W, b, y: diffrax_solve(W, b, y, True), (W, b, x_dn)),
+                "diffrax_gradient": (diffrax_gradient(True), (W, b, x_dn)),
+            },
+            {},
+            repeats,
+        )
+        row = {"layers": layers}
+        for name, timing in timings.items():
+            row[name] = {**timing, "memory": xla_memory(compiled[name])}
+        rows.append(row)
+        print(
+            f"depth {layers:5d}: forward {row['ours_forward']['median_s']:.3g}s  gradient (discrete) "
+            f"{row['ours_discrete_gradient']['median_s']:.3g}s, temp "
+            f"{row['ours_discrete_gradient']['memory']['temp_bytes'] / 2**20:.2f} MiB  diffrax gradient "
+            f"{row['diffrax_gradient']['median_s']:.3g}s, temp "
+            f"{row['diffrax_gradient']['memory']['temp_bytes'] / 2**20:.2f} MiB",
+            flush=True,
+        )
+    growth = {}
+    for earlier, later in itertools.pairwise(rows):
+        key = f"{later['layers']}/{earlier['layers']}"
+        growth[key] = {
+            name: later[name]["memory"]["temp_bytes"] / earlier[name]["memory"]["temp_bytes"]
+            for name in ("ours_discrete_gradient", "ours_checkpointed_gradient", "diffrax_gradient")
+        }
+    return {"n": n, "d": d, "rows": rows, "gradient_temp_memory_growth": growth}
+
+
+# ---- summary, plot, main ----------------------------------------------------------------------------------
+def goals(results: list[dict], depth_scan: dict | None) -> dict:
+    def worst(key, pick):
+        values = [r["ratios"][key] for r in results if key in r["ratios"]]
+        return pick(values) if values else None
+
+    summary = {
+        f"{key}_{pick.__name__}": worst(key, pick)
+        for key, pick in [
+            ("forward_time_over_diffrax_particles_last", max),
+            ("forward_speedup_vs_diffrax_particles_first", min),
+            ("forward_speedup_vs_numpy", min),
+            ("gradient_speedup_discrete_vs_diffrax", min),
+            ("gradient_to_forward_discrete", max),
+        ]
+    }
+    if depth_scan is not None and depth_scan["gradient_temp_memory_growth"]:
+        summary["gradient_memory_growth_for_10x_depth_max"] = max(
+            g["ours_discrete_gradient"] for g in depth_scan["gradient_temp_memory_growth"].values()
+        )
+    met = {
+        "forward_within_5_percent_of_diffrax": summary["forward_time_over_diffrax_particles_last_max"]
+        <= GOALS["forward_time_at_most_x_diffrax_particles_last"],
+        "forward_vs_diffrax_particles_first": summary["forward_speedup_vs_diffrax_particles_first_min"]
+        >= GOALS["forward_speedup_vs_diffrax_particles_first_at_least"],
+        "gradient_vs_diffrax": summary["gradient_speedup_discrete_vs_diffrax_min"]
+        >= GOALS["gradient_speedup_vs_diffrax_at_least"],
+        "gradient_to_forward": summary["gradient_to_forward_discrete_max"]
+        <= GOALS["gradient_to_forward_at_most"],
+    }
+    if summary["forward_speedup_vs_numpy_min"] is not None:
+        met["forward_vs_numpy"] = (
+            summary["forward_speedup_vs_numpy_min"] >= GOALS["forward_speedup_vs_numpy_at_least"]
+        )
+    if "gradient_memory_growth_for_10x_depth_max" in summary:
+        met["gradient_memory_growth"] = (
+            summary["gradient_memory_growth_for_10x_depth_max"]
+            < GOALS["gradient_memory_growth_for_10x_depth_below"]
+        )
+    return {"targets": GOALS, **summary, "met": met}
+
+
+SERIES = {
+    "ours forward": ("forward", "ours", "o-"),
+    "diffrax (d, n) forward": ("forward", "diffrax_particles_last", "s-"),
+    "diffrax (n, d) forward": ("forward", "diffrax_particles_first", "^-"),
+    "numpy forward": ("forward", "numpy", "v-"),
+    "ours gradient (discrete)": ("gradient", "ours_discrete", "o--"),
+    "ours gradient (checkpointed)": ("gradient", "ours_checkpointed", "D--"),
+    "diffrax (d, n) gradient": ("gradient", "diffrax_particles_last", "s--"),
+}
+
+
+def plot(results: list[dict], depth_scan: dict | None, path: Path) -> None:
+    """Log–log wall time against n (one panel per d) and against the depth L."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = sorted({r["d"] for r in results})
+    panels = len(dims) + (depth_scan is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8), squeeze=False)
+    for ax, d in zip(axes[0], dims):
+        rows = sorted((r for r in results if r["d"] == d), key=lambda r: r["n"])
+        for label, (kind, name, style) in SERIES.items():
+            points = [(r["n"], r[kind][name]["median_s"]) for r in rows if name in r[kind]]
+            if points:
+                ax.loglog(*zip(*points), style, label=label, markersize=4)
+        ax.set_title(f"d = {d}, L = {rows[0]['layers']}")
+        ax.set_xlabel("particles n")
+        ax.set_ylabel("wall time [s]")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    if depth_scan is not None:
+        ax = axes[0][-1]
+        depths = [row["layers"] for row in depth_scan["rows"]]
+        for label, name, style in [
+            ("ours forward", "ours_forward", "o-"),
+            ("ours gradient (discrete)", "ours_discrete_gradient", "o--"),
+            ("ours gradient (checkpointed)", "ours_checkpointed_gradient", "D--"),
+            ("diffrax (d, n) forward", "diffrax_forward", "s-"),
+            ("diffrax (d, n) gradient", "diffrax_gradient", "s--"),
+        ]:
+            ax.loglog(depths, [row[name]["median_s"] for row in depth_scan["rows"]], style, label=label)
+        ax.set_title(f"depth scan: n = {depth_scan['n']}, d = {depth_scan['d']}")
+        ax.set_xlabel("layers L")
+        ax.set_ylabel("wall time [s]")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _summary_line(r: dict) -> str:
+    q = r["ratios"]
+    numpy_part = f"  vs numpy x{q['forward_speedup_vs_numpy']:.1f}" if "forward_speedup_vs_numpy" in q else ""
+    return (
+        f"n={r['n']:>8d} d={r['d']:>2d} L={r['layers']}: "
+        f"forward {r['particle_steps_per_s']['ours']:.3g} ps/s, "
+        f"time/diffrax(d,n) {q['forward_time_over_diffrax_particles_last']:.2f}, vs diffrax(n,d) "
+        f"x{q['forward_speedup_vs_diffrax_particles_first']:.2f}{numpy_part}; gradient vs diffrax "
+        f"x{q['gradient_speedup_discrete_vs_diffrax']:.2f} (checkpointed "
+        f"x{q['gradient_speedup_checkpointed_vs_diffrax']:.2f}), "
+        f"grad/fwd {q['gradient_to_forward_discrete']:.2f}"
+    )
+
+
+def cases(quick: bool, ns: list[int] | None, ds: list[int] | None, layers: int) -> list[Case]:
+    ns = ns or ([10**4, 10**5] if quick else [10**4, 10**5, 10**6])
+    ds = ds or ([1, 2, 16] if quick else [1, 2, 4, 16])
+    return [Case(n, d, layers) for d in ds for n in ns]
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="n in 1e4, 1e5; d in 1, 2, 16 (a few minutes)")
+    parser.add_argument("--n", type=int, nargs="+", default=None, help="particle counts (default by --quick)")
+    parser.add_argument("--d", type=int, nargs="+", default=None, help="dimensions (default by --quick)")
+    parser.add_argument("--layers", type=int, default=100, help="depth L of the main cases")
+    parser.add_argument("--depths", type=int, nargs="*", default=[10, 100, 1000], help="L of the depth scan")
+    parser.add_argument("--depth-scan-n", type=int, default=None, help="particles in the depth scan")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up")
+    parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy loop")
+    args = parser.parse_args(argv)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
+    given = [("--repeats", repeats), ("--layers", args.layers)]
+    given += [("--n", n) for n in args.n or []] + [("--d", d) for d in args.d or []]
+    given += [("--depths", depth) for depth in args.depths]
+    bad = [f"{name}={value}" for name, value in given if value < 1]
+    if bad:
+        parser.error(f"positive integers are needed: {', '.join(bad)}")
+    if jax.config.jax_enable_x64:
+        parser.error("the benchmark runs in float32: unset JAX_ENABLE_X64")
+
+    started = time.perf_counter()
+    limits = compute_limits()
+    print(f"compute limits: {limits['tanh_fma_values_per_s']:.3g} tanh-FMA values/s, "
+          f"{limits['matmul_flop_per_s']:.3g} matmul flop/s", flush=True)
+    payload = {
+        "benchmark": "particles",
+        "quick": args.quick,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "machine": machine_info(),
+        "versions": versions(),
+        "settings": {
+            "repeats": repeats, "T": T, "dtype": "float32", "activation": "tanh", "budget_s": BUDGET_S,
+            "statistic": "median wall time after one warm-up call, compilation timed apart",
+        },
+        "compute_limits": limits,
+        "results": [],
+    }
+    for case in cases(args.quick, args.n, args.d, args.layers):
+        result = run_case(case, repeats, limits, numpy_peer=not args.no_numpy)
+        payload["results"].append(result)
+        print(_summary_line(result), flush=True)
+    depth_scan = None
+    if args.depths:
+        n = args.depth_scan_n or (10**4 if args.quick else 10**5)
+        depth_scan = run_depth_scan(n, 2, sorted(args.depths), repeats)
+    payload["depth_scan"] = depth_scan
+    payload["goals"] = goals(payload["results"], depth_scan)
+    payload["wall_time_s"] = time.perf_counter() - started
+    payload["machine"]["load_average_at_end"] = load_average()
+    path = new_result_path("particles-quick" if args.quick else "particles")
+    write_json(path, payload)
+    plot(payload["results"], depth_scan, path.with_suffix(".png"))
+    print(f"goals: {payload['goals']['met']}")
+    print(f"wrote {path} and {path.with_suffix('.png').name}")
+    return path
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,74 @@
+"""``meanfield-jax bench``: run the benchmark suites of a source checkout.
+
+The suites are the scripts ``benchmarks/<suite>.py`` of the repository (they need the ``bench`` extra:
+diffrax, py-pde, FiPy, psutil). Each runs in a process of its own (a suite may change JAX's precision) and
+writes ``benchmarks/results/<suite>[-quick]-<UTC time>.json`` and a PNG, never overwriting earlier results.
+With ``out`` a summary JSON is also written: for every suite its exit status, the result files it wrote
+and the goals recorded in them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .config import ConfigError
+
+__all__ = ["SUITES", "benchmarks_folder", "run_benchmarks"]
+
+SUITES = ("particles", "kinetic")
+
+
+def benchmarks_folder() -> Path:
+    """The ``benchmarks/`` folder next to the package (present in a source checkout)."""
+    return Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _result_files(folder: Path) -> set[Path]:
+    return set((folder / "results").glob("*.json"))
+
+
+def _goals(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()).get("goals")
+    except (OSError, ValueError):
+        return None
+
+
+def run_benchmarks(quick: bool = False, out: Path | None = None, suites: tuple[str, ...] = SUITES) -> int:
+    """Run each suite (``--quick`` passed on); 0 when all present suites finished, else 1.
+
+    Raises ConfigError (before running anything) when the benchmarks folder is missing, a suite is unknown
+    or ``out`` already exists.
+    """
+    folder = benchmarks_folder()
+    if not folder.is_dir():
+        raise ConfigError(f"no benchmarks folder at {folder}: the suites run from a source checkout")
+    unknown = [suite for suite in suites if suite not in SUITES]
+    if unknown:
+        raise ConfigError(f"unknown benchmark suite(s) {unknown}; known suites: {', '.join(SUITES)}")
+    if out is not None and Path(out).exists():
+        raise ConfigError(f"--out {out} already exists; benchmark results are never overwritten")
+    summary = {"quick": quick, "suites": {}}
+    for suite in suites:
+        script = folder / f"{suite}.py"
+        if not script.is_file():
+            summary["suites"][suite] = {"status": "missing", "script": str(script)}
+            print(f"meanfield-jax bench: no {script.name}, skipped", file=sys.stderr)
+            continue
+        before = _result_files(folder)
+        print(f"== {suite} ==", flush=True)
+        status = subprocess.run([sys.executable, str(script), *(["--quick"] if quick else [])]).returncode
+        written = sorted(_result_files(folder) - before)
+        summary["suites"][suite] = {
+            "status": status,
+            "results": [str(path) for path in written],
+            "goals": [_goals(path) for path in written],
+        }
+    if out is not None:
+        with open(out, "x") as file:
+            json.dump(summary, file, indent=2)
+            file.write("\n")
+    return 0 if all(entry["status"] in (0, "missing") for entry in summary["suites"].values()) else 1

@@ -1,0 +1,269 @@
+"""Gradients of the particle ResNet: discrete adjoint, checkpointed and direct reverse mode.
+
+Oracles: reverse mode of an independent plain ``lax.scan`` of the Euler / Euler–Maruyama steps (to
+round-off, float64) and central finite differences, whose error must fall like h² (so the gradient is
+exact, not just close). Also: the noise convention, the memory of the checkpointed gradients against the
+depth, forward mode through the default, and that repeated calls do not re-trace.
+"""
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import meanfield_jax as mfj
+from meanfield_jax import particles
+from meanfield_jax.activations import ACTIVATIONS
+from meanfield_jax.adjoint import ADJOINTS, checkpoint_interval
+
+T = 0.9
+L = 4  # two segments of 2 layers (the 5-layer feedback test covers a shorter head segment)
+N = 7
+
+
+def plain_forward(W, b, x0, activation, feedback=None, diffusion=None, key=None):
+    """x_{l+1} = x_l + Δt σ(W_l x_l + b_l [+ β x̄_l]) + sqrt(2 K(x_l) Δt) ξ_l as a plain scan on (n, d)."""
+    sigma = ACTIVATIONS[activation].fn
+    dt = T / W.shape[0]
+
+    def layer(x, l):
+        z = jnp.einsum("ij,nj->ni", W[l], x) + b[l][None, :]
+        if feedback is not None:
+            z = z + feedback * jnp.mean(x, axis=0, keepdims=True)
+        x_next = x + dt * sigma(z)
+        if diffusion is not None:
+            K = jnp.reshape(diffusion(x), (x.shape[0], 1))
+            x_next = x_next + jnp.sqrt(2.0 * dt * K) * jax.random.normal(jax.random.fold_in(key, l), x.shape)
+        return x_next, None
+
+    return jax.lax.scan(layer, x0, jnp.arange(W.shape[0]))[0]
+
+
+def loss_of_output(x):
+    """A non-polynomial scalar of the output with a different weight per component."""
+    return jnp.sum(jnp.sin(x) * jnp.arange(1.0, x.shape[1] + 1.0)[None, :])
+
+
+def problem(d, seed=0, layers=L, n=N):
+    key = jax.random.PRNGKey(seed)
+    kW, kb, kx = jax.random.split(key, 3)
+    W = jax.random.normal(kW, (layers, d, d)) * 1.2 / np.sqrt(d)
+    b = jax.random.normal(kb, (layers, d)) * 0.5
+    x0 = jax.random.normal(kx, (n, d))
+    return W, b, x0
+
+
+def constant_diffusion(x):
+    return jnp.full((x.shape[0],), 0.3)
+
+
+def ours(activation, adjoint, feedback=None, stochastic=False):
+    key = jax.random.PRNGKey(7)
+
+    def J(W, b, x0):
+        field = mfj.NeuralField(W, b, activation=activation, T=T, feedback=feedback)
+        if stochastic:
+            out = mfj.resnet_forward(field, x0, diffusion=0.3, key=key, adjoint=adjoint)
+        else:
+            out = mfj.resnet_forward(field, x0, adjoint=adjoint)
+        return loss_of_output(out)
+
+    return J
+
+
+def reference(activation, feedback=None, stochastic=False):
+    key = jax.random.PRNGKey(7)
+    diffusion = constant_diffusion if stochastic else None
+    return lambda W, b, x0: loss_of_output(plain_forward(W, b, x0, activation, feedback, diffusion, key))
+
+
+def assert_round_off(got, want, tol=1e-12):
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        scale = max(1.0, float(jnp.max(jnp.abs(w))))
+        assert float(jnp.max(jnp.abs(g - w))) <= tol * scale
+
+
+@pytest.mark.parametrize("stochastic", [False, True], ids=["deterministic", "stochastic"])
+@pytest.mark.parametrize("d", [1, 3])
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_gradient_equals_reverse_mode_of_the_plain_scan(activation, d, stochastic):
+    """The discrete adjoint in every case; the two autodiff strategies for tanh (same code path)."""
+    W, b, x0 = problem(d, seed=d)
+    adjoints = ADJOINTS if activation == "tanh" else ("discrete",)
+
+    @jax.jit
+    def all_gradients(W, b, x0):
+        argnums = (0, 1, 2)
+        want = jax.value_and_grad(reference(activation, stochastic=stochastic), argnums)(W, b, x0)
+        got = [jax.value_and_grad(ours(activation, a, stochastic=stochastic), argnums)(W, b, x0)
+               for a in adjoints]
+        return want, got
+
+    want, got = all_gradients(W, b, x0)
+    assert float(jnp.max(jnp.abs(want[1][0]))) > 1e-3  # a gradient that is not trivially zero
+    for g in got:
+        assert_round_off(g, want)
+
+
+def central_difference_errors(J, args, grads, steps):
+    """|∇J·v − (J(θ + hv) − J(θ − hv)) / 2h| for a fixed random direction v in (W, b, x0) and each h."""
+    directions = [jax.random.normal(jax.random.PRNGKey(100 + i), a.shape) for i, a in enumerate(args)]
+    slope = sum(float(jnp.vdot(g, v)) for g, v in zip(grads, directions))
+    errors = []
+    for h in steps:
+        plus = J(*(a + h * v for a, v in zip(args, directions)))
+        minus = J(*(a - h * v for a, v in zip(args, directions)))
+        errors.append(abs(slope - float(plus - minus) / (2 * h)))
+    return np.array(errors), slope
+
+
+@pytest.mark.parametrize(
+    ("activation", "d", "stochastic"),
+    [("tanh", 3, False), ("tanh", 3, True), ("sigmoid", 1, True), ("identity", 3, False), ("relu", 1, False)],
+)
+def test_discrete_adjoint_matches_central_differences_to_second_order(activation, d, stochastic):
+    W, b, x0 = problem(d, seed=11)
+    J = jax.jit(ours(activation, "discrete", stochastic=stochastic))
+    grads = jax.jit(jax.grad(J, argnums=(0, 1, 2)))(W, b, x0)
+    steps = np.array([4e-3, 2e-3, 1e-3])
+    errors, slope = central_difference_errors(J, (W, b, x0), grads, steps)
+    orders = np.log(errors[:-1] / errors[1:]) / np.log(steps[:-1] / steps[1:])
+    assert abs(slope) > 1e-2
+    assert errors[-1] < 1e-4 * abs(slope)
+    np.testing.assert_allclose(orders, 2.0, atol=0.25)
+
+
+def test_feedback_field_gradient_includes_the_mean_coupling():
+    W, b, x0 = problem(2, seed=3, layers=5)
+
+    @jax.jit
+    def gradients(W, b, x0):
+        grad = functools.partial(jax.grad, argnums=(0, 1, 2))
+        want = grad(reference("tanh", feedback=-0.7))(W, b, x0)
+        got = [grad(ours("tanh", a, feedback=-0.7))(W, b, x0) for a in ("discrete", "checkpointed")]
+        return want, got, grad(reference("tanh"))(W, b, x0)
+
+    want, got, uncoupled = gradients(W, b, x0)
+    for g in got:
+        assert_round_off(g, want)
+    # the coupling matters: without it the gradient with respect to x0 is different
+    assert float(jnp.max(jnp.abs(uncoupled[2] - want[2]))) > 1e-3
+
+
+def test_gradient_with_respect_to_a_parameter_of_the_diffusion():
+    """K(x) = κ (1 + x₁²): the discrete adjoint differentiates through K(x_l) and returns ∂J/∂κ."""
+    W, b, x0 = problem(2, seed=5, layers=5)
+    key = jax.random.PRNGKey(2)
+
+    def J(kappa, W, x0, adjoint):
+        K = lambda x: kappa * (1.0 + x[:, 0] ** 2)  # noqa: E731
+        if adjoint is None:
+            return loss_of_output(plain_forward(W, b, x0, "tanh", diffusion=K, key=key))
+        field = mfj.NeuralField(W, b, activation="tanh", T=T)
+        return loss_of_output(mfj.resnet_forward(field, x0, diffusion=K, key=key, adjoint=adjoint))
+
+    kappa = jnp.asarray(0.4)
+    grad = jax.jit(jax.grad(J, argnums=(0, 1, 2)), static_argnums=3)
+    want = grad(kappa, W, x0, None)
+    for adjoint in ("discrete", "checkpointed"):
+        assert_round_off(grad(kappa, W, x0, adjoint), want)
+    h = 1e-5
+    loss = jax.jit(J, static_argnums=3)
+    fd = (loss(kappa + h, W, x0, None) - loss(kappa - h, W, x0, None)) / (2 * h)
+    assert abs(float(fd - want[0])) < 1e-7 * max(1.0, abs(float(want[0])))
+    assert abs(float(want[0])) > 1e-2
+
+
+def test_trajectory_gradient_with_save_every():
+    """A loss on the saved states x_0, x_2, x_4, x_6: cotangents enter in the middle of the depth."""
+    layers, every = 6, 2
+    W, b, x0 = problem(2, seed=4, layers=layers)
+    dt = T / layers
+    sigma = ACTIVATIONS["sigmoid"].fn
+
+    def trajectory_loss(states):
+        return sum(loss_of_output(states[k]) * (k + 1) for k in range(states.shape[0]))
+
+    def J(W, x0, adjoint):
+        field = mfj.NeuralField(W, b, activation="sigmoid", T=T)
+        return trajectory_loss(mfj.resnet_forward(field, x0, save_every=every, adjoint=adjoint))
+
+    def J_plain(W, x0):
+        def layer(x, l):
+            x = x + dt * sigma(jnp.einsum("ij,nj->ni", W[l], x) + b[l][None, :])
+            return x, x
+
+        _, xs = jax.lax.scan(layer, x0, jnp.arange(layers))
+        return trajectory_loss(jnp.concatenate([x0[None], xs[every - 1 :: every]], axis=0))
+
+    want = jax.jit(jax.grad(J_plain, argnums=(0, 1)))(W, x0)
+    grad = jax.jit(jax.grad(J, argnums=(0, 1)), static_argnums=2)
+    for adjoint in ("discrete", "checkpointed"):
+        assert_round_off(grad(W, x0, adjoint), want)
+
+
+def test_fields_other_than_neural_field_fall_back_to_reverse_mode():
+    class ShiftedNeuralField(mfj.NeuralField):
+        """The same field seen as another AbstractField subclass (no particle-last kernel)."""
+
+    W, b, x0 = problem(3, seed=8)
+
+    def J(W, adjoint, cls):
+        return loss_of_output(mfj.resnet_forward(cls(W, b, activation="relu", T=T), x0, adjoint=adjoint))
+
+    want = jax.jit(jax.grad(reference("relu")))(W, b, x0)
+    got = jax.jit(jax.grad(J), static_argnums=(1, 2))(W, "discrete", ShiftedNeuralField)
+    assert_round_off(got, want)
+
+
+def test_noise_of_layer_l_is_normal_fold_in_key_l_whatever_the_depth():
+    n, d, K, key = 5, 3, 0.5, jax.random.PRNGKey(4)
+    dt = 0.1
+    for layers in (1, 3):
+        field = mfj.NeuralField(jnp.zeros((layers, d, d)), jnp.zeros((layers, d)), T=dt * layers)
+        x0 = jnp.ones((n, d))
+        traj = mfj.resnet_forward(field, x0, save_every=1, diffusion=K, key=key)
+        for l in range(layers):
+            xi = (traj[l + 1] - traj[l]) / np.sqrt(2 * K * dt)
+            np.testing.assert_allclose(xi, jax.random.normal(jax.random.fold_in(key, l), (n, d)), atol=1e-12)
+
+
+def test_repeated_calls_with_new_values_do_not_retrace():
+    W, b, x0 = problem(2, seed=12, layers=4, n=9)
+    before = eqx.debug.get_num_traces(particles._resnet_kernel)
+    for seed in range(3):
+        field = mfj.NeuralField(W + seed, b - seed, activation="tanh", T=T)
+        jax.block_until_ready(mfj.resnet_forward(field, x0 * seed))
+    assert eqx.debug.get_num_traces(particles._resnet_kernel) - before == 1
+
+
+def gradient_temp_bytes(adjoint, layers, n=64, d=2):
+    W, b, x0 = problem(d, layers=layers, n=n)
+    grad = jax.jit(jax.grad(ours("tanh", adjoint), argnums=(0, 1)))
+    return grad.lower(W, b, x0).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_checkpointed_gradient_memory_grows_like_the_square_root_of_the_depth():
+    """10x the layers: about √10 ≈ 3.2x the stored states (ratio < 4), where storing all is ~10x."""
+    shallow, deep = 40, 400
+    assert checkpoint_interval(deep) ** 2 >= deep
+    for adjoint in ("checkpointed", "discrete"):
+        assert gradient_temp_bytes(adjoint, deep) / gradient_temp_bytes(adjoint, shallow) < 4.0
+    assert gradient_temp_bytes("direct", deep) / gradient_temp_bytes("direct", shallow) > 7.0
+
+
+def test_forward_mode_runs_through_the_default_adjoint():
+    W, b, x0 = problem(2, seed=13)
+    J = ours("tanh", "checkpointed")
+    forward = jax.jit(jax.jacfwd(J, argnums=1))(W, b, x0)
+    reverse = jax.jit(jax.jacrev(J, argnums=1))(W, b, x0)
+    assert_round_off(forward, reverse)
+
+
+def test_bad_adjoint_is_rejected_by_name():
+    field = mfj.NeuralField(1.0, 0.0, T=T)
+    with pytest.raises(ValueError, match=r"adjoint.*'backsolve'"):
+        mfj.resnet_forward(field, jnp.ones(3), adjoint="backsolve")
