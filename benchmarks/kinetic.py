@@ -38,66 +38,29 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
-import platform
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import machine_info, new_result_path, peak_rss_rise, versions, write_json, xla_memory
 
 import meanfield_jax as mfj
 from meanfield_jax.chang_cooper import fitted_flux_coefficients, outflow_rate
 from meanfield_jax.transport import cfl_time_step
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CFL = 0.5
 GOALS = {"throughput_ratio_to_py_pde_at_least": 5.0, "gradient_to_forward_at_most": 5.0}
 
 
 # ---- measurement: machine, timing, memory, output ---------------------------------------------------------
-def _package_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict:
-    """CPU model, core count, memory, accelerators and load: what the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as file:
-            cpu = next(line.split(":", 1)[1].strip() for line in file if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import psutil
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_bytes": psutil.virtual_memory().total,
-        "platform": platform.platform(),
-        "jax_backend": jax.default_backend(),
-        "devices": [d.device_kind for d in jax.devices()],
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def versions() -> dict:
-    names = ("jax", "jaxlib", "numpy", "scipy", "meanfield-jax", "py-pde", "numba", "fipy", "psutil")
-    return {"python": platform.python_version(), **{name: _package_version(name) for name in names}}
-
-
 def measure(run: Callable[[Any], Any], repeats: int, setup: Callable[[], Any] = lambda: None) -> tuple:
     """Time ``run(setup())``: a first call, then ``repeats`` calls (``setup`` is not timed).
 
@@ -114,61 +77,6 @@ def measure(run: Callable[[Any], Any], repeats: int, setup: Callable[[], Any] = 
         out = run(arg)
         times.append(time.perf_counter() - start)
     return {"first_call_s": first, "median_s": statistics.median(times), "times_s": times}, out
-
-
-def peak_rss_rise(run: Callable[[Any], Any], setup: Callable[[], Any] = lambda: None) -> int:
-    """Largest rise of the resident set size over its value before ``run(setup())``, in bytes."""
-    import psutil
-
-    process = psutil.Process()
-    arg = setup()
-    base = process.memory_info().rss
-    peak = [base]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            stop.wait(0.001)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        run(arg)
-    finally:
-        stop.set()
-        sampler.join()
-    return max(peak[0], process.memory_info().rss) - base
-
-
-def xla_memory(compiled) -> dict | None:
-    """Argument, output and temporary buffer sizes of a compiled XLA executable, in bytes."""
-    stats = compiled.memory_analysis()
-    if stats is None:
-        return None
-    sizes = {
-        "argument_bytes": int(stats.argument_size_in_bytes),
-        "output_bytes": int(stats.output_size_in_bytes),
-        "temp_bytes": int(stats.temp_size_in_bytes),
-    }
-    return {**sizes, "total_bytes": sum(sizes.values())}
-
-
-def new_result_path(stem: str, suffix: str = ".json") -> Path:
-    """benchmarks/results/<stem>-<UTC time><suffix>, with -1, -2, … appended rather than overwriting."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for k in range(1000):
-        path = RESULTS / f"{stem}-{stamp}{'' if k == 0 else f'-{k}'}{suffix}"
-        if not path.exists():
-            return path
-    raise FileExistsError(f"no free file name for {stem}-{stamp}{suffix} in {RESULTS}")
-
-
-def write_json(path: Path, payload: dict) -> None:
-    with open(path, "x") as file:  # "x": never overwrite an earlier result
-        json.dump(payload, file, indent=2)
-        file.write("\n")
 
 
 # ---- the problems -----------------------------------------------------------------------------------------

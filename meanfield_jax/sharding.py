@@ -44,34 +44,24 @@ from jaxtyping import Array, ArrayLike
 
 from .field import AbstractField
 from .grid import Grid2D
+from .kinetic_common import _with_walls as with_walls
 from .kinetic_common import (
-    BOUNDARIES,
-    SSP_STEPPERS,
-    check_choice,
     density_mean,
     face_velocities,
     flux_divergence,
-    is_traced,
     layer_stops,
     maps_between_layers,
     ssp_rk_step,
-    steps_per_save_interval,
-    validate_density,
     validate_field_and_grid,
     wall_mass_rates,
 )
-from .kinetic_common import _with_walls as with_walls
-from .reconstruction import LIMITERS
 from .solution import KineticSolution
-from .timestepping import ADJOINTS, integrate, resolve_save_times
+from .timestepping import integrate
 from .transport import _PAD_MODES as PAD_MODES
 from .transport import (
-    _advection_rate_bound,
-    _check_cfl,
     _Config,
-    _scan_length,
-    _step_from_rate,
     cfl_time_step,
+    prepare_vlasov,
     upwind_flux,
 )
 
@@ -304,33 +294,9 @@ def sharded_vlasov_2d(
             f"field of type {type(field).__name__} maps the data between layers (enter_layer); "
             "sharded_vlasov_2d supports fields without such a map: use solve_vlasov"
         )
-    f0 = validate_density(f0, grid)
-    config = _Config(
-        check_choice("scheme", scheme, SHARDED_SCHEMES),
-        check_choice("limiter", limiter, tuple(LIMITERS)),
-        check_choice("boundary", boundary, BOUNDARIES),
-        check_choice("time_stepper", time_stepper, tuple(SSP_STEPPERS)),
-        _check_cfl(cfl, scheme),
-        check_choice("adjoint", adjoint, ADJOINTS),
+    f0, config, save, steps, _ = prepare_vlasov(
+        field, f0, grid, t_final, save_at, scheme, limiter, cfl, boundary, time_stepper, max_steps, adjoint,
+        schemes=SHARDED_SCHEMES,
     )
-    if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
-    ):
-        raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
-    save = resolve_save_times(t_final, save_at, field.T)
-    if is_traced(field):
-        if max_steps is None:
-            raise ValueError(
-                "the field is traced (under jax.jit / jax.grad), so the number of CFL steps cannot be "
-                "computed: pass max_steps= (a bound on the steps between two save times)"
-            )
-        steps = max_steps
-    else:
-        dt = float(_step_from_rate(_advection_rate_bound(field, grid, boundary), config.cfl, float(save[-1])))
-        needed = steps_per_save_interval(save, layer_stops(field), dt)
-        if max_steps is not None and needed > max_steps:
-            raise ValueError(f"max_steps={max_steps} is too small: {needed} steps are needed between saves")
-        steps = max_steps if max_steps is not None else _scan_length(needed + 1)
-    dtype = jnp.result_type(f0.dtype, *[leaf.dtype for leaf in jax.tree_util.tree_leaves(field)])
     save_times = tuple(float(s) for s in save)
-    return _solve_sharded(field, f0.astype(dtype), grid, save_times, config, steps, mesh, axis)
+    return _solve_sharded(field, f0, grid, save_times, config, steps, mesh, axis)

@@ -192,6 +192,62 @@ def _check_cfl(cfl, scheme: str) -> float:
     return cfl
 
 
+def prepare_vlasov(
+    field: AbstractField,
+    f0: ArrayLike,
+    grid: Grid1D | Grid2D,
+    t_final: float | None,
+    save_at: ArrayLike | None,
+    scheme: str,
+    limiter: str,
+    cfl: float,
+    boundary: str,
+    time_stepper: str,
+    max_steps: int | None,
+    adjoint: str,
+    t0: float = 0.0,
+    schemes: tuple[str, ...] = SCHEMES,
+) -> tuple[Array, _Config, np.ndarray, int, float]:
+    """Validate the arguments of :func:`solve_vlasov` (before compiling) and count the steps.
+
+    Returns (f0 cast to the field's dtype, the solver's static configuration, the save times, the scan length
+    per save interval, t0). Shared by :func:`solve_vlasov` and the multi-device solve, which allows fewer
+    ``schemes``.
+    """
+    validate_field_and_grid(field, grid)
+    f0 = validate_density(f0, grid)
+    config = _Config(
+        check_choice("scheme", scheme, schemes),
+        check_choice("limiter", limiter, tuple(LIMITERS)),
+        check_choice("boundary", boundary, BOUNDARIES),
+        check_choice("time_stepper", time_stepper, tuple(SSP_STEPPERS)),
+        _check_cfl(cfl, scheme),
+        check_choice("adjoint", adjoint, ADJOINTS),
+    )
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
+        raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
+    save = resolve_save_times(t_final, save_at, field.T, t0)
+    t0 = float(t0)
+    if is_traced(field):
+        if max_steps is None:
+            raise ValueError(
+                "the field is traced (under jax.jit / jax.grad), so the number of CFL steps cannot be "
+                "computed: pass max_steps= (a bound on the steps between two save times)"
+            )
+        steps = max_steps
+    else:
+        rate = _advection_rate_bound(field, grid, boundary)
+        dt = float(_step_from_rate(rate, config.cfl, float(save[-1]) - t0))
+        needed = steps_per_save_interval(save, layer_stops(field), dt, t0)
+        if max_steps is not None and needed > max_steps:
+            raise ValueError(f"max_steps={max_steps} is too small: {needed} steps are needed between saves")
+        steps = max_steps if max_steps is not None else _scan_length(needed + 1)
+    dtype = jnp.result_type(f0.dtype, *[leaf.dtype for leaf in jax.tree_util.tree_leaves(field)])
+    return f0.astype(dtype), config, save, steps, t0
+
+
 def solve_vlasov(
     field: AbstractField,
     f0: ArrayLike,
@@ -237,37 +293,8 @@ def solve_vlasov(
             limiter, boundary, time_stepper or adjoint; cfl outside (0, CFL_LIMITS[scheme]]; max_steps not a
             positive integer, too small, or missing for a traced field; bad t_final / save_at.
     """
-    validate_field_and_grid(field, grid)
-    f0 = validate_density(f0, grid)
-    config = _Config(
-        check_choice("scheme", scheme, SCHEMES),
-        check_choice("limiter", limiter, tuple(LIMITERS)),
-        check_choice("boundary", boundary, BOUNDARIES),
-        check_choice("time_stepper", time_stepper, tuple(SSP_STEPPERS)),
-        _check_cfl(cfl, scheme),
-        check_choice("adjoint", adjoint, ADJOINTS),
+    f0, config, save, steps, t0 = prepare_vlasov(
+        field, f0, grid, t_final, save_at, scheme, limiter, cfl, boundary, time_stepper, max_steps, adjoint,
+        t0,
     )
-    if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
-    ):
-        raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
-    save = resolve_save_times(t_final, save_at, field.T, t0)
-    t0 = float(t0)
-    if is_traced(field):
-        if max_steps is None:
-            raise ValueError(
-                "the field is traced (under jax.jit / jax.grad), so the number of CFL steps cannot be "
-                "computed: pass max_steps= (a bound on the steps between two save times)"
-            )
-        steps = max_steps
-    else:
-        rate = _advection_rate_bound(field, grid, boundary)
-        dt = float(_step_from_rate(rate, config.cfl, float(save[-1]) - t0))
-        needed = steps_per_save_interval(save, layer_stops(field), dt, t0)
-        if max_steps is not None and needed > max_steps:
-            raise ValueError(f"max_steps={max_steps} is too small: {needed} steps are needed between saves")
-        steps = max_steps if max_steps is not None else _scan_length(needed + 1)
-    dtype = jnp.result_type(f0.dtype, *[leaf.dtype for leaf in jax.tree_util.tree_leaves(field)])
-    if f0.dtype != dtype:
-        f0 = f0.astype(dtype)
     return _solve(field, f0, grid, tuple(float(s) for s in save), config, steps, t0)
