@@ -247,7 +247,9 @@ def compute_limits(repeats: int = 5) -> dict:
     * ``matmul_flop_per_s``: (256 × 256) @ (256 × 8192) products, 2 · 256² · 8192 flop each.
 
     A particle-step of width d needs d tanh-FMA values and 2d² flop, so its best time on this machine is
-    about d / tanh_fma_values_per_s + 2 d² / matmul_flop_per_s.
+    about d / tanh_fma_values_per_s + 2 d² / matmul_flop_per_s. The elementwise array is too small for XLA
+    to split over threads, so that rate is one core's (the matrix products may use several): a kernel whose
+    large arrays XLA spreads over several free cores can exceed a fraction of 1.
     """
     values, sweeps = 2**14, 1000
     x = jnp.linspace(-2.0, 2.0, values, dtype=jnp.float32)

@@ -5,8 +5,8 @@
 #
 # Makes a virtual environment (.venv-gpu, or $VENV) with jax[cuda12] at the version the package pins, the
 # package itself with its `bench` extra, then runs benchmarks/particles.py with the given options and, when
-# present and not --quick, benchmarks/kinetic.py. On the GPU the particle kernel does not cut the particles
-# into cache blocks (all n go through each layer at once). Results: benchmarks/results/*.json and *.png,
+# present and not --quick, benchmarks/kinetic.py. On the GPU the discrete adjoint's backward pass takes all
+# particles at once (on CPU it runs on cache-sized groups). Results: benchmarks/results/*.json and *.png,
 # with the GPU's name under "machine" -> "gpu". Set PIP_ARGS for extra pip options (e.g. a wheel folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."

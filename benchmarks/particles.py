@@ -12,7 +12,8 @@ Implementations (all jit-compiled once, compilation timed apart):
   max_steps=L)`` with the layer l = round(t / Δt) looked up in F, in its fastest layout — particles last,
   y of shape (d, n), F = tanh(W_l y + b_l), handed over already transposed — and in the natural layout
   (n, d), F = tanh(y W_lᵀ + b_l); gradient with diffrax's default adjoint (``RecursiveCheckpointAdjoint``).
-* numpy: a Python loop over the layers of ``x + dt * np.tanh(x @ W[l].T + b[l])`` (forward only).
+* numpy: a Python loop over the layers of ``x + dt * np.tanh(x @ W[l].T + b[l])`` (forward only), its BLAS
+  on one thread (``OPENBLAS_NUM_THREADS=1`` unless set otherwise).
 
 Timing: every implementation of a group (the forward passes; the gradients) is compiled apart (compile time
 reported), called once as a warm-up, then all are called in turn for as many rounds as fit in 10 s (at
@@ -28,6 +29,12 @@ Run ``python benchmarks/particles.py [--quick] [--d 2] [--n 10000 100000] [--rep
 """
 
 from __future__ import annotations
+
+import os
+
+# NumPy's BLAS on one thread: its idle workers spin for a while after each product and would slow down
+# whichever call is timed next (and the NumPy loop is a single-thread baseline). Set before NumPy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import datetime

@@ -1,7 +1,7 @@
 """Gradients through long loops x_{l+1} = Φ_l(x_l), l = 0, …, N − 1, with memory bounded in N.
 
 Reverse-mode differentiation of a loop needs the states x_l in reverse order. Storing all of them
-(``adjoint="direct"``) costs N states. Both strategies here store a checkpoint every k = ⌈√N⌉ steps
+(``adjoint="direct"``) costs N states. Both strategies here store a checkpoint every k ≈ √N steps
 and, going backwards segment by segment, recompute the k states of one segment from its checkpoint:
 ≈ 2√N stored states and one extra forward sweep, whatever the depth.
 
@@ -241,13 +241,14 @@ def _adjoint_scan_bwd(step, blocks, residuals, p_final):
         return _backward_pass(step, x0, checkpoints, p_final, xs, shared)
 
     def one_group(totals, group):
-        x0_g, checkpoints_g, p_g = group
+        j, x0_g, p_g = group
+        checkpoints_g = jax.lax.dynamic_index_in_dim(checkpoints, j, axis=1, keepdims=False)
         p0_g, d_xs, d_shared = _backward_pass(step, x0_g, checkpoints_g, p_g, xs, shared)
         return jax.tree.map(jnp.add, totals, (d_xs, d_shared)), p0_g
 
-    totals = jax.tree.map(zero_cotangent, (xs, shared))
     # x0 and the checkpoints were stored grouped by the forward pass: (blocks, ...) and (m, blocks, ...)
-    groups = (x0, jnp.moveaxis(checkpoints, 1, 0), _to_groups(p_final, blocks))
+    totals = jax.tree.map(zero_cotangent, (xs, shared))
+    groups = (jnp.arange(blocks), x0, _to_groups(p_final, blocks))
     (d_xs, d_shared), p0 = jax.lax.scan(one_group, totals, groups)
     return _from_groups(p0), d_xs, d_shared
 

@@ -24,7 +24,7 @@ layout, so every path draws the same samples.
 
 Gradients (``adjoint=``, see :mod:`meanfield_jax.adjoint`); all three give the same numbers:
 
-* ``"checkpointed"`` (default): reverse mode through ``jax.checkpoint``-ed segments of ⌈√L⌉ layers:
+* ``"checkpointed"`` (default): reverse mode through ``jax.checkpoint``-ed segments of ≈ √L layers:
   about 2√L stored states whatever the depth, and it composes with every JAX transformation (forward
   mode, ``jax.hessian``, ``vmap``).
 * ``"discrete"``: the hand-written discrete adjoint of the Euler steps (a ``jax.custom_vjp``),
@@ -32,11 +32,13 @@ Gradients (``adjoint=``, see :mod:`meanfield_jax.adjoint`); all three give the s
       s_l = σ'(z_l) ⊙ p_{l+1},   p_l = p_{l+1} + Δt W_lᵀ s_l [+ Δt β mean_m s_l] + (∂_x g_l)ᵀ p_{l+1},
       ∂J/∂W_l = Δt Σ_m s_l x_lᵀ,   ∂J/∂b_l = Δt Σ_m s_l,
 
-  with g_l = sqrt(2 K(x_l) Δt) ξ_l the noise, x_l recomputed from checkpoints every ⌈√L⌉ layers and ξ_l
-  replayed from the key. Same memory as ``"checkpointed"``, the fastest reverse-mode gradient, exact
-  w.r.t. W, b, x0 and the arrays a callable K closes over; reverse mode only (JAX cannot push forward-mode
-  tangents through a custom VJP). Fields other than a :class:`NeuralField` (e.g. width-varying ones) use
-  ``"checkpointed"`` instead.
+  with g_l = sqrt(2 K(x_l) Δt) ξ_l the noise, x_l recomputed from checkpoints every ≈ √L layers and ξ_l
+  replayed from the key. On CPU, when the particles are independent (no noise, no feedback), the backward
+  pass runs on groups of about 2¹⁴/d particles in turn, so that a group's recomputed states stay in
+  cache. Same memory as ``"checkpointed"``, the fastest reverse-mode gradient, exact w.r.t. W, b, x0 and
+  the arrays a callable K closes over; reverse mode only (JAX cannot push forward-mode tangents through a
+  custom VJP). Fields other than a :class:`NeuralField` (e.g. width-varying ones) use ``"checkpointed"``
+  instead.
 * ``"direct"``: plain reverse mode through the scan; stores every layer (memory grows with L).
 
 ``diffusion`` given as a number is a constant, not differentiated; put K in a callable to differentiate
@@ -252,7 +254,7 @@ def resnet_forward(
         key: PRNG key for the noise (required with ``diffusion``). Layer l uses ``fold_in(key, l)``,
             so the noise of a layer does not depend on the depth.
         adjoint: how reverse-mode gradients are computed: ``"checkpointed"`` (``jax.checkpoint`` on
-            segments of ⌈√L⌉ layers), ``"discrete"`` (hand-written discrete adjoint, same memory, faster,
+            segments of ≈ √L layers), ``"discrete"`` (hand-written discrete adjoint, same memory, faster,
             reverse mode only) or ``"direct"`` (store every layer). All three give the same gradient.
 
     Returns:
