@@ -303,3 +303,22 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def label_loglog_axes(ax, title: str, xlabel: str, ylabel: str, legend: bool = True) -> None:
+    """Title, axis labels, a light log grid and (optionally) a small legend on a log–log timing plot."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Lay out, save at 120 dpi and close a benchmark figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

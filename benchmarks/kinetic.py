@@ -50,7 +50,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import machine_info, new_result_path, peak_rss_rise, versions, write_json, xla_memory
+from common import (
+    label_loglog_axes,
+    machine_info,
+    new_result_path,
+    peak_rss_rise,
+    save_figure,
+    versions,
+    write_json,
+    xla_memory,
+)
 
 import meanfield_jax as mfj
 from meanfield_jax.chang_cooper import fitted_flux_coefficients, outflow_rate
@@ -401,14 +410,8 @@ def plot(results: list[dict], path: Path) -> None:
         for (label, times), marker in zip(series.items(), "osD^v"):
             per_step = [t / r["steps"] for t, r in zip(times, rows)]
             ax.loglog(cells, per_step, marker=marker, label=label)
-        ax.set_title(kind.replace("_", " "))
-        ax.set_xlabel("cells")
-        ax.set_ylabel("wall time per step [s]")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        label_loglog_axes(ax, kind.replace("_", " "), "cells", "wall time per step [s]")
+    save_figure(fig, path)
 
 
 def _summary_line(r: dict) -> str:

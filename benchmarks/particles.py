@@ -54,10 +54,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     compile_jitted,
     compute_limits,
+    label_loglog_axes,
     load_average,
     machine_info,
     new_result_path,
     particle_step_limit_s,
+    save_figure,
     time_interleaved,
     versions,
     write_json,
@@ -350,10 +352,8 @@ def plot(results: list[dict], depth_scan: dict | None, path: Path) -> None:
             points = [(r["n"], r[kind][name]["median_s"]) for r in rows if name in r[kind]]
             if points:
                 ax.loglog(*zip(*points), style, label=label, markersize=4)
-        ax.set_title(f"d = {d}, L = {rows[0]['layers']}")
-        ax.set_xlabel("particles n")
-        ax.set_ylabel("wall time [s]")
-        ax.grid(True, which="both", alpha=0.3)
+        label_loglog_axes(ax, f"d = {d}, L = {rows[0]['layers']}", "particles n", "wall time [s]",
+                          legend=False)
     axes[0][0].legend(fontsize=7)
     if depth_scan is not None:
         ax = axes[0][-1]
@@ -366,14 +366,9 @@ def plot(results: list[dict], depth_scan: dict | None, path: Path) -> None:
             ("diffrax (d, n) gradient", "diffrax_gradient", "s--"),
         ]:
             ax.loglog(depths, [row[name]["median_s"] for row in depth_scan["rows"]], style, label=label)
-        ax.set_title(f"depth scan: n = {depth_scan['n']}, d = {depth_scan['d']}")
-        ax.set_xlabel("layers L")
-        ax.set_ylabel("wall time [s]")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        label_loglog_axes(ax, f"depth scan: n = {depth_scan['n']}, d = {depth_scan['d']}", "layers L",
+                          "wall time [s]")
+    save_figure(fig, path)
 
 
 def _summary_line(r: dict) -> str:
