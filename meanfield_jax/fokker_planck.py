@@ -58,6 +58,7 @@ from .kinetic_common import (
     layer_stops,
     maps_between_layers,
     mean_box_corners,
+    ssp_rk_step,
     steps_per_save_interval,
     validate_density,
     validate_field_and_grid,
@@ -231,11 +232,12 @@ def _explicit_step(
     """Heun's SSP-RK2 step with the layer's coefficients (recomputed per stage with a feedback bias)."""
     l = field.layer_index(t + dt / 2)
 
-    def euler(g: Array) -> Array:
+    def increment(g: Array) -> Array:  # Δt L g, with Δt folded into the face coefficients
         c = coefficients if field.feedback is None else _layer_coefficients(field, disc, l, g)
-        return g + dt * apply_fitted_operator(c, g, disc.spacing)
+        c = tuple((alpha * dt, beta * dt) for alpha, beta in c)
+        return apply_fitted_operator(c, g, disc.spacing)
 
-    return 0.5 * (f + euler(euler(f)))
+    return ssp_rk_step(increment, f, dt, "ssprk2")
 
 
 def _block_system(coefficients, spacing) -> tuple[Array, Array, Array]:

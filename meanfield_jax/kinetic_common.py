@@ -38,9 +38,10 @@ __all__ = [
     "advection_rate_bound",
     "cell_outflow_rates",
     "check_choice",
+    "courant_velocities",
     "density_mean",
     "face_velocities",
-    "flux_divergence",
+    "flux_difference",
     "grid_axes",
     "is_traced",
     "layer_stops",
@@ -50,7 +51,7 @@ __all__ = [
     "steps_per_save_interval",
     "validate_density",
     "validate_field_and_grid",
-    "wall_mass_rates",
+    "wall_masses",
 ]
 
 BOUNDARIES = ("outflow", "zero_flux", "periodic")
@@ -243,41 +244,59 @@ def advection_rate_bound(field: AbstractField, grid: Grid1D | Grid2D, boundary: 
 
 
 # ---- conservative update --------------------------------------------------------------------------------
-def flux_divergence(fluxes: Sequence[Array], grid: Grid1D | Grid2D) -> Array:
-    """−Σ_axes (G_{i+1/2} − G_{i−1/2}) / h_axis for face fluxes G (one array per axis, n + 1 faces)."""
+def courant_velocities(
+    velocities: Sequence[Array], grid: Grid1D | Grid2D, dt: ArrayLike
+) -> tuple[Array, ...]:
+    """Face velocities times Δt/h_axis (Courant numbers): fluxes built from them are Courant-scaled."""
+    return tuple(v * (dt / ax.dx) for v, ax in zip(velocities, grid_axes(grid)))
+
+
+def flux_difference(fluxes: Sequence[Array]) -> Array:
+    """−Σ_axes (G_{i+1/2} − G_{i−1/2}) for Courant-scaled face fluxes G = Δt/h_axis · (flux) (one array per
+    axis, n + 1 faces along it): the forward-Euler increment Δt · df/dt of the cell averages."""
     out = 0.0
-    for a, (G, ax) in enumerate(zip(fluxes, grid_axes(grid))):
-        out = out - jnp.diff(G, axis=a) / ax.dx
+    for a, G in enumerate(fluxes):
+        out = out - jnp.diff(G, axis=a)
     return out
 
 
-def wall_mass_rates(fluxes: Sequence[Array], grid: Grid1D | Grid2D, boundary: str) -> Array:
-    """Mass per unit time leaving through each wall, [lower, upper] per axis (shape (2 d,)).
+def wall_masses(fluxes: Sequence[Array], grid: Grid1D | Grid2D, boundary: str) -> Array:
+    """Mass leaving through each wall during the step, [lower, upper] per axis (shape (2 d,)).
 
-    The face flux G is a mass flux per unit transverse length, so the rate through a wall is G summed over
-    its faces times the transverse cell width. Periodic walls lose nothing (the wrap face is interior).
+    The flux through a face times Δt is a mass per unit transverse length, and a Courant-scaled flux is that
+    divided by h_axis, so the mass through a wall is G summed over its faces times the cell volume.
+    Periodic walls lose nothing (the wrap face is interior).
     """
-    axes = grid_axes(grid)
-    rates = []
+    volume = float(np.prod([ax.dx for ax in grid_axes(grid)]))
+    masses = []
     for a, G in enumerate(fluxes):
-        width = float(np.prod([ax.dx for b, ax in enumerate(axes) if b != a]))
         G = jnp.moveaxis(G, a, 0)
-        rates += [-jnp.sum(G[0]) * width, jnp.sum(G[-1]) * width]
-    rates = jnp.stack(rates)
-    return jnp.zeros_like(rates) if boundary == "periodic" else rates
+        masses += [-jnp.sum(G[0]) * volume, jnp.sum(G[-1]) * volume]
+    masses = jnp.stack(masses)
+    return jnp.zeros_like(masses) if boundary == "periodic" else masses
 
 
 # ---- time stepping --------------------------------------------------------------------------------------
-def ssp_rk_step(rhs: Callable[[Any], Any], u: Any, dt: Array, method: str) -> Any:
-    """One step of an SSP Runge–Kutta method (see ``SSP_STEPPERS``) for du/dt = rhs(u), u a pytree."""
+def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str) -> Any:
+    """One step of an SSP Runge–Kutta method (see ``SSP_STEPPERS``) for du/dt = L(u), u a pytree, given the
+    forward-Euler increment ``increment(v) = Δt · L(v)`` (the caller folds Δt into its coefficients).
 
-    def euler(v):
-        return jax.tree_util.tree_map(lambda x, dx: x + dt * dx, v, rhs(v))
+    Each stage sits behind ``lax.cond(Δt != 0, stage, identity)``: a zero-length step costs nothing, and the
+    stage's result is a materialised array that the next stage reads, which keeps XLA from fusing (and so
+    re-evaluating) a stage's stencil into every later stage.
+    """
+    moving = jnp.asarray(dt) != 0
 
-    def combine(a: float, c: float, v):
-        return jax.tree_util.tree_map(lambda x0, x1: a * x0 + c * x1, u, euler(v))
+    def stage(a: float, c: float):
+        def advance(v):  # every leaf keeps its dtype (a float32 density on a float64 grid stays float32)
+            new = jax.tree_util.tree_map(lambda x, dx: x + dx, v, increment(v))
+            if a:
+                new = jax.tree_util.tree_map(lambda x0, x1: a * x0 + c * x1, u, new)
+            return jax.tree_util.tree_map(lambda x, y: y.astype(x.dtype), v, new)
 
-    v = euler(u)
+        return lambda v: jax.lax.cond(moving, advance, lambda w: w, v)
+
+    v = stage(0.0, 1.0)(u)
     for a, c in SSP_STEPPERS[method]:
-        v = combine(a, c, v)
+        v = stage(a, c)(v)
     return v

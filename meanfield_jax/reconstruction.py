@@ -1,8 +1,8 @@
 """Reconstruction of face values from cell averages: piecewise constant, MUSCL with slope limiters, CWENO3.
 
-Every reconstruction reads cell averages f̄ along the last axis, padded with one extra cell on each side
-beyond those whose edges are wanted, and returns the values at the lower and upper edge of each inner
-cell, (f_{i−1/2}^+, f_{i+1/2}^−), with a local coordinate ξ = (x − x_i)/Δx ∈ [−1/2, 1/2]:
+Every reconstruction reads cell averages f̄ along one axis (the last by default), padded with one extra
+cell on each side beyond those whose edges are wanted, and returns the values at the lower and upper edge
+of each inner cell, (f_{i−1/2}^+, f_{i+1/2}^−), with a local coordinate ξ = (x − x_i)/Δx ∈ [−1/2, 1/2]:
 
 * piecewise constant (first-order upwind): f^± = f̄_i.
 * MUSCL (van Leer): P_i(ξ) = f̄_i + s_i ξ with a limited slope s_i = φ(Δ⁻, Δ⁺) of the one-sided
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
@@ -72,20 +73,21 @@ LIMITERS: dict[str, Limiter] = {"minmod": minmod, "vanleer": van_leer, "mc": mon
 
 
 # ---- reconstructions ------------------------------------------------------------------------------------
-def _stencil(f: Array) -> tuple[Array, Array, Array]:
-    """(f̄_{i−1}, f̄_i, f̄_{i+1}) for the inner cells of the last axis."""
-    return f[..., :-2], f[..., 1:-1], f[..., 2:]
+def _stencil(f: Array, axis: int) -> tuple[Array, Array, Array]:
+    """(f̄_{i−1}, f̄_i, f̄_{i+1}) for the inner cells along ``axis`` (slices in place, no transposes)."""
+    n = f.shape[axis]
+    return tuple(jax.lax.slice_in_dim(f, k, n - 2 + k, axis=axis) for k in range(3))
 
 
-def piecewise_constant(f: Array) -> Edges:
+def piecewise_constant(f: Array, axis: int = -1) -> Edges:
     """Edge values f̄_i, f̄_i of the inner cells (first-order upwind)."""
-    inner = f[..., 1:-1]
+    inner = _stencil(f, axis)[1]
     return inner, inner
 
 
-def muscl(f: Array, limiter: Limiter) -> Edges:
+def muscl(f: Array, limiter: Limiter, axis: int = -1) -> Edges:
     """Edge values f̄_i ∓ s_i/2 with the limited slope s_i = limiter(f̄_i − f̄_{i−1}, f̄_{i+1} − f̄_i)."""
-    left, centre, right = _stencil(f)
+    left, centre, right = _stencil(f, axis)
     half_slope = 0.5 * limiter(centre - left, right - centre)
     return centre - half_slope, centre + half_slope
 
@@ -98,13 +100,13 @@ def scale_towards_mean(mean: Array, lower: Array, upper: Array) -> Edges:
     return mean + theta * (lower - mean), mean + theta * (upper - mean)
 
 
-def cweno3(f: Array, eps: Array | float) -> Edges:
+def cweno3(f: Array, eps: Array | float, axis: int = -1) -> Edges:
     """Positivity-limited CWENO3 edge values (see the module docstring) with the weights' ε = ``eps``.
 
     ε should scale like (Δx · typical f)²; the weights are evaluated as C_k / (1 + IS_k/ε)², which equals
     ε² C_k / (ε + IS_k)² and cannot overflow. With ε = 0 (data identically zero) the linear weights are used.
     """
-    left, centre, right = _stencil(f)
+    left, centre, right = _stencil(f, axis)
     d_minus, d_plus = centre - left, right - centre
     d2 = d_plus - d_minus  # f̄_{i+1} − 2 f̄_i + f̄_{i−1}
     central = 0.5 * (d_plus + d_minus)

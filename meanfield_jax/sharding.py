@@ -46,14 +46,15 @@ from .field import AbstractField
 from .grid import Grid2D
 from .kinetic_common import _with_walls as with_walls
 from .kinetic_common import (
+    courant_velocities,
     density_mean,
     face_velocities,
-    flux_divergence,
+    flux_difference,
     layer_stops,
     maps_between_layers,
     ssp_rk_step,
     validate_field_and_grid,
-    wall_mass_rates,
+    wall_masses,
 )
 from .solution import KineticSolution
 from .timestepping import integrate
@@ -180,17 +181,17 @@ def _x_face_velocity(u: Array, k: Array, axis: str, parts: int, boundary: str) -
 
 
 def _sharded_rhs(field: AbstractField, grid: Grid2D, config: _Config, mesh: Mesh, axis: str):
-    """(layer, feedback mean, f) ↦ (df/dt, mass rates through the 4 walls) for f split along x over
+    """(layer, feedback mean, Δt, f) ↦ (Δt df/dt, mass through the 4 walls in Δt) for f split along x over
     ``axis``: the halo exchange, the face velocities of each block, and the single-device flux."""
     parts = mesh.shape[axis]
     rows = grid.shape[0] // parts
 
-    def local(layer: Array, mean: Array | None, f: Array) -> tuple[Array, Array]:
+    def local(layer: Array, mean: Array | None, dt: Array, f: Array) -> tuple[Array, Array]:
         k = jax.lax.axis_index(axis)
         block = _block(grid, k * rows, rows)
         u, v = face_velocities(field, layer, block, "outflow", mean)  # walls applied below
         u = _x_face_velocity(u, k, axis, parts, config.boundary)
-        v = with_walls(v, 1, config.boundary)
+        u, v = courant_velocities((u, with_walls(v, 1, config.boundary)), grid, dt)
         extended = _halo_rows(f, k, axis, parts, config.boundary)
         u_extended = jnp.pad(u, ((HALO, HALO), (0, 0)))  # faces of the halo rows: their fluxes are dropped
         flux_x = upwind_flux(extended, u_extended, 0, config.scheme, config.limiter, config.boundary, grid.dx)
@@ -198,12 +199,15 @@ def _sharded_rhs(field: AbstractField, grid: Grid2D, config: _Config, mesh: Mesh
         flux_y = upwind_flux(f, v, 1, config.scheme, config.limiter, config.boundary, grid.dy)
         fluxes = [flux_x, flux_y]
         on_wall = jnp.stack([k == 0, k == parts - 1, True, True]).astype(f.dtype)
-        rates = jax.lax.psum(wall_mass_rates(fluxes, grid, config.boundary) * on_wall, axis)
-        return flux_divergence(fluxes, grid), rates
+        masses = jax.lax.psum(wall_masses(fluxes, grid, config.boundary) * on_wall, axis)
+        return flux_difference(fluxes), masses
 
     block_spec, replicated = PartitionSpec(axis, None), PartitionSpec()
     return jax.shard_map(
-        local, mesh=mesh, in_specs=(replicated, replicated, block_spec), out_specs=(block_spec, replicated)
+        local,
+        mesh=mesh,
+        in_specs=(replicated, replicated, replicated, block_spec),
+        out_specs=(block_spec, replicated),
     )
 
 
@@ -229,7 +233,7 @@ def _solve_sharded(
         def stage(u):
             f, _ = u
             mean = density_mean(f, grid) if field.feedback is not None else None
-            return rhs(layer, mean, f)
+            return rhs(layer, mean, dt, f)
 
         return ssp_rk_step(stage, state, dt, config.time_stepper)
 

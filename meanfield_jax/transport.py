@@ -35,6 +35,7 @@ stages and returned as ``KineticSolution.outflow``, so mass + outflow is conserv
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import equinox as eqx
@@ -50,9 +51,10 @@ from .kinetic_common import (
     SSP_STEPPERS,
     advection_rate_bound,
     check_choice,
+    courant_velocities,
     density_mean,
     face_velocities,
-    flux_divergence,
+    flux_difference,
     grid_axes,
     is_traced,
     layer_stops,
@@ -62,7 +64,7 @@ from .kinetic_common import (
     steps_per_save_interval,
     validate_density,
     validate_field_and_grid,
-    wall_mass_rates,
+    wall_masses,
 )
 from .reconstruction import LIMITERS, cweno3, muscl, piecewise_constant
 from .solution import KineticSolution
@@ -89,21 +91,25 @@ class _Config(NamedTuple):
 def upwind_flux(f: Array, velocity: Array, axis: int, scheme: str, limiter: str, boundary: str, h: float):
     """G = F⁺ f^− + F⁻ f^+ on the faces normal to ``axis`` (n + 1 of them) from cell averages ``f``.
 
-    The ghost cells beyond the walls are zero (outflow: nothing enters), a mirror image (zero flux, where
-    the wall velocity is zero anyway) or the periodic continuation. CWENO3 uses ε = (h · max|f|)² in its
-    weights, which makes them invariant under scaling of f and keeps third order at smooth extrema.
+    ``velocity`` holds F on those faces (or F Δt/h, which makes G Courant-scaled: G is linear in F). The
+    ghost cells beyond the walls are zero (outflow: nothing enters), a mirror image (zero flux, where the
+    wall velocity is zero anyway) or the periodic continuation. CWENO3 uses ε = (h · max|f|)² in its
+    weights, which makes them invariant under scaling of f and keeps third order at smooth extrema. The
+    stencils are slices along ``axis`` (no transposes), so both axes of a 2-D grid cost the same.
     """
-    fa = jnp.moveaxis(f, axis, -1)
-    padded = jnp.pad(fa, [(0, 0)] * (fa.ndim - 1) + [(2, 2)], mode=_PAD_MODES[boundary])
+    axis = axis % f.ndim
+    widths = [(2, 2) if b == axis else (0, 0) for b in range(f.ndim)]
+    padded = jnp.pad(f, widths, mode=_PAD_MODES[boundary])
     if scheme == "upwind":
-        lower, upper = piecewise_constant(padded)
+        lower, upper = piecewise_constant(padded, axis)
     elif scheme == "muscl":
-        lower, upper = muscl(padded, LIMITERS[limiter])
+        lower, upper = muscl(padded, LIMITERS[limiter], axis)
     else:
-        lower, upper = cweno3(padded, eps=(h * jnp.max(jnp.abs(fa))) ** 2)
-    v = jnp.moveaxis(velocity, axis, -1)
-    flux = jnp.maximum(v, 0.0) * upper[..., :-1] + jnp.minimum(v, 0.0) * lower[..., 1:]
-    return jnp.moveaxis(flux, -1, axis)
+        lower, upper = cweno3(padded, (h * jnp.max(jnp.abs(f))) ** 2, axis)
+    faces = f.shape[axis] + 1
+    below = jax.lax.slice_in_dim(upper, 0, faces, axis=axis)  # f^− of each face: upper edge of the cell below
+    above = jax.lax.slice_in_dim(lower, 1, faces + 1, axis=axis)  # f^+: lower edge of the cell above
+    return jnp.maximum(velocity, 0.0) * below + jnp.minimum(velocity, 0.0) * above
 
 
 def cfl_time_step(
@@ -117,17 +123,19 @@ def _step_from_rate(rate: ArrayLike, cfl: float, t_end: float) -> Array:
     return cfl / jnp.maximum(rate, cfl / t_end)
 
 
-def _rhs(field: AbstractField, grid, config: _Config, layer: Array, velocities: tuple[Array, ...], state):
-    """(df/dt, rate of mass loss through each wall) on the given layer; the face velocities are the layer's
-    (recomputed from the density's own mean when the bias has feedback)."""
+def _increment(
+    field: AbstractField, grid, config: _Config, layer: Array, velocities: tuple[Array, ...], dt: Array, state
+):
+    """The forward-Euler increment (Δt df/dt, mass leaving through each wall in Δt) on the given layer; the
+    face velocities are the layer's (recomputed from the density's own mean when the bias has feedback)."""
     f, _ = state
     if field.feedback is not None:
         velocities = face_velocities(field, layer, grid, config.boundary, density_mean(f, grid))
     fluxes = [
-        upwind_flux(f, v, a, config.scheme, config.limiter, config.boundary, ax.dx)
-        for a, (v, ax) in enumerate(zip(velocities, grid_axes(grid)))
+        upwind_flux(f, c, a, config.scheme, config.limiter, config.boundary, ax.dx)
+        for a, (c, ax) in enumerate(zip(courant_velocities(velocities, grid, dt), grid_axes(grid)))
     ]
-    return flux_divergence(fluxes, grid), wall_mass_rates(fluxes, grid, config.boundary)
+    return flux_difference(fluxes), wall_masses(fluxes, grid, config.boundary)
 
 
 @eqx.filter_jit
@@ -153,10 +161,9 @@ def _solve(
                 lambda: face_velocities(field, layer, grid, config.boundary),
                 lambda: velocities,
             )
-        f_new, out_new = ssp_rk_step(
-            lambda u: _rhs(field, grid, config, layer, velocities, u), (f, outflow), dt, config.time_stepper
-        )  # keep the state's dtype (float32 densities on a float64 grid under jax_enable_x64)
-        return f_new.astype(f.dtype), out_new.astype(outflow.dtype), layer, velocities
+        increment = partial(_increment, field, grid, config, layer, velocities, dt)
+        f, outflow = ssp_rk_step(increment, (f, outflow), dt, config.time_stepper)
+        return f, outflow, layer, velocities
 
     mean0 = density_mean(f0, grid) if field.feedback is not None else None
     velocities0 = face_velocities(field, field.layer_index(jnp.asarray(t0)), grid, config.boundary, mean0)
