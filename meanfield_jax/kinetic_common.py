@@ -283,7 +283,8 @@ def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str)
 
     Each stage sits behind ``lax.cond(Δt != 0, stage, identity)``: a zero-length step costs nothing, and the
     stage's result is a materialised array that the next stage reads, which keeps XLA from fusing (and so
-    re-evaluating) a stage's stencil into every later stage.
+    re-evaluating) a stage's stencil into every later stage. Each stage is under ``jax.checkpoint``: reverse
+    mode recomputes its stencil instead of storing a dozen intermediates per cell.
     """
     moving = jnp.asarray(dt) != 0
 
@@ -294,6 +295,7 @@ def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str)
                 new = jax.tree_util.tree_map(lambda x0, x1: a * x0 + c * x1, u, new)
             return jax.tree_util.tree_map(lambda x, y: y.astype(x.dtype), v, new)
 
+        advance = jax.checkpoint(advance, prevent_cse=False)
         return lambda v: jax.lax.cond(moving, advance, lambda w: w, v)
 
     v = stage(0.0, 1.0)(u)
