@@ -3,7 +3,10 @@
 Reverse-mode differentiation of a loop needs the states x_l in reverse order. Storing all of them
 (``adjoint="direct"``) costs N states. Both strategies here store a checkpoint every k ≈ √N steps
 and, going backwards segment by segment, recompute the k states of one segment from its checkpoint:
-≈ 2√N stored states and one extra forward sweep, whatever the depth.
+≈ 2√N stored states and one extra forward sweep. Beyond N = 256 steps the segments are themselves split
+the same way (:func:`segment_plan`): with m levels of checkpoints no level holds more than ~16 states
+(N^{1/m} each), at the price of one more forward sweep per level, so that memory grows like N^{1/m}
+rather than √N (10x the depth from 100 to 1000 steps: 1.3x the memory instead of 3.2x).
 
 * :func:`checkpointed_scan`: ``jax.checkpoint`` on each segment; JAX differentiates the step.
   Works for any step function.
@@ -41,11 +44,14 @@ __all__ = [
     "check_adjoint",
     "checkpoint_interval",
     "checkpointed_scan",
+    "segment_plan",
     "zero_cotangent",
 ]
 
 Adjoint = Literal["checkpointed", "direct", "discrete"]
 ADJOINTS: tuple[str, ...] = ("checkpointed", "direct", "discrete")
+# Above this many states per level (N > 16² steps with one level of segments) another level is added.
+MAX_STATES_PER_LEVEL = 16
 
 
 def check_adjoint(adjoint: str) -> None:
@@ -65,6 +71,20 @@ def checkpoint_interval(num_steps: int) -> int:
     if divisors:
         return min(divisors, key=lambda k: (num_steps // k + k, k))
     return max(1, math.isqrt(max(num_steps - 1, 0)) + 1)
+
+
+def segment_plan(num_steps: int) -> tuple[int, ...]:
+    """Segment lengths of the nested checkpoint levels, outermost first: (k_1, k_2, …, k_m).
+
+    One level, (:func:`checkpoint_interval`(N),), while N ≤ 16²; otherwise m + 1 = ⌈log N / log 16⌉ levels
+    in all, the outer segments k_1 ≈ N^{m/(m+1)} long (N^{1/(m+1)} of them) and each split by
+    ``segment_plan(k_1)``: every level then stores about N^{1/(m+1)} ≤ 16 checkpoints.
+    """
+    levels = max(2, math.ceil(math.log(max(num_steps, 2)) / math.log(MAX_STATES_PER_LEVEL) - 1e-9))
+    if levels <= 2:
+        return (checkpoint_interval(num_steps),)
+    outer = max(1, round(num_steps ** ((levels - 1) / levels)))
+    return (outer, *segment_plan(outer))
 
 
 def _split_segments(xs: PyTree, num_steps: int, k: int) -> tuple[PyTree, PyTree]:
@@ -98,14 +118,18 @@ def checkpointed_scan(
     """The final carry of ``carry ← step(carry, xs[l])`` for l = 0, …, N − 1.
 
     With ``adjoint="checkpointed"`` each segment of ≈ √N steps (:func:`checkpoint_interval`) is wrapped in
-    ``jax.checkpoint``, so reverse mode stores only the segments' first states and recomputes the rest;
-    ``"direct"`` is the plain scan (every state stored). Both give the same numbers.
+    ``jax.checkpoint``, so reverse mode stores only the segments' first states and recomputes the rest
+    (nested for long loops, :func:`segment_plan`); ``"direct"`` is the plain scan (every state stored).
+    Both give the same numbers.
     """
-    if adjoint == "direct":
+    if adjoint == "direct" or _num_steps(xs) == 0:
         return _scan_steps(step, carry, xs)
     num_steps = _num_steps(xs)
-    head, body = _split_segments(xs, num_steps, checkpoint_interval(num_steps))
-    segment = jax.checkpoint(functools.partial(_scan_steps, step), prevent_cse=False)
+    plan = segment_plan(num_steps)
+    head, body = _split_segments(xs, num_steps, plan[0])
+    # a segment of an outer level is itself checkpointed by its own plan
+    run = _scan_steps if len(plan) == 1 else checkpointed_scan
+    segment = jax.checkpoint(functools.partial(run, step), prevent_cse=False)
     carry = segment(carry, head)
     return jax.lax.scan(lambda c, x: (segment(c, x), None), carry, body)[0]
 
@@ -163,15 +187,18 @@ def adjoint_scan(
     return _scan_steps(_forward_only(step, shared), x0, xs)
 
 
-def _adjoint_scan_fwd(step, x0, xs, shared, blocks):
+def _checkpoints(step, shared, x0, xs, group=lambda a: a) -> tuple[Array, Array]:
+    """(x_N, the states at the starts of the outermost segments of ``segment_plan(N)`` after the head)."""
     num_steps = _num_steps(xs)
-    head, body = _split_segments(xs, num_steps, checkpoint_interval(num_steps))
+    head, body = _split_segments(xs, num_steps, segment_plan(num_steps)[0])
     forward = _forward_only(step, shared)
-    group = (lambda a: a) if blocks == 1 else functools.partial(_to_groups, blocks=blocks)
     x = _scan_steps(forward, x0, head)
-    x_final, checkpoints = jax.lax.scan(
-        lambda x, xs_seg: (_scan_steps(forward, x, xs_seg), group(x)), x, body
-    )
+    return jax.lax.scan(lambda x, xs_seg: (_scan_steps(forward, x, xs_seg), group(x)), x, body)
+
+
+def _adjoint_scan_fwd(step, x0, xs, shared, blocks):
+    group = (lambda a: a) if blocks == 1 else functools.partial(_to_groups, blocks=blocks)
+    x_final, checkpoints = _checkpoints(step, shared, x0, xs, group)
     return x_final, (group(x0), checkpoints, xs, shared)
 
 
@@ -184,9 +211,38 @@ def _read(buffers: PyTree, i: Array) -> PyTree:
 
 
 def _backward_pass(step, x0, checkpoints, p_final, xs, shared):
-    """(p_0, ∂J/∂xs, ∂J/∂shared) by segments in reverse, recomputing each segment from its checkpoint."""
+    """(p_0, ∂J/∂xs, ∂J/∂shared) by segments in reverse, recomputing each segment from its checkpoint
+    (:func:`_innermost_backward`), or, with nested levels, its inner checkpoints and then recursing."""
+    plan = segment_plan(_num_steps(xs))
+    if len(plan) == 1:
+        return _innermost_backward(step, x0, checkpoints, p_final, xs, shared)
+
+    def segment_adjoint(carry, segment):
+        p, d_shared = carry
+        x_start, xs_seg = segment
+        _, inner_checkpoints = _checkpoints(step, shared, x_start, xs_seg)
+        p, d_xs_seg, d_shared_seg = _backward_pass(step, x_start, inner_checkpoints, p, xs_seg, shared)
+        return (p, jax.tree.map(jnp.add, d_shared, d_shared_seg)), d_xs_seg
+
+    head, body = _split_segments(xs, _num_steps(xs), plan[0])
+    carry = (p_final, jax.tree.map(zero_cotangent, shared))
+    carry, d_body = jax.lax.scan(segment_adjoint, carry, (checkpoints, body), reverse=True)
+    return _with_head(segment_adjoint, carry, x0, head, d_body)
+
+
+def _with_head(segment_adjoint, carry, x0, head, d_body):
+    """Finish a backward pass with the head segment (if any): (p_0, ∂J/∂xs, ∂J/∂shared)."""
+    if _num_steps(head) == 0:
+        p0, d_shared = carry[:2]
+        return p0, jax.tree.map(lambda b: b.reshape(-1, *b.shape[2:]), d_body), d_shared
+    carry, d_head = segment_adjoint(carry, (x0, head))
+    return carry[0], _join_segments(d_head, d_body), carry[1]
+
+
+def _innermost_backward(step, x0, checkpoints, p_final, xs, shared):
+    """The last level: recompute a segment's states and residuals into one buffer, then step back."""
     num_steps = _num_steps(xs)
-    k = checkpoint_interval(num_steps)
+    k = segment_plan(num_steps)[0]
     head, body = _split_segments(xs, num_steps, k)
     # One buffer for a segment's states and residuals, reused by every segment.
     stored = jax.eval_shape(lambda x, xs_l: (x, step.forward(x, xs_l, shared)[1]), x0, _read(xs, 0))
@@ -216,11 +272,7 @@ def _backward_pass(step, x0, checkpoints, p_final, xs, shared):
 
     carry = (p_final, jax.tree.map(zero_cotangent, shared), buffers)
     carry, d_body = jax.lax.scan(segment_adjoint, carry, (checkpoints, body), reverse=True)
-    if _num_steps(head) == 0:
-        p0, d_shared, _ = carry
-        return p0, jax.tree.map(lambda b: b.reshape(-1, *b.shape[2:]), d_body), d_shared
-    (p0, d_shared, _), d_head = segment_adjoint(carry, (x0, head))
-    return p0, _join_segments(d_head, d_body), d_shared
+    return _with_head(segment_adjoint, carry, x0, head, d_body)
 
 
 def _to_groups(a: Array, blocks: int) -> Array:

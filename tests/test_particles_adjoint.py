@@ -17,7 +17,7 @@ import pytest
 import meanfield_jax as mfj
 from meanfield_jax import particles
 from meanfield_jax.activations import ACTIVATIONS
-from meanfield_jax.adjoint import ADJOINTS, checkpoint_interval
+from meanfield_jax.adjoint import ADJOINTS, checkpoint_interval, segment_plan
 
 T = 0.9
 L = 4  # two segments of 2 layers (the 5-layer feedback test covers a shorter head segment)
@@ -264,6 +264,36 @@ def test_discrete_adjoint_memory_grows_like_the_square_root_of_the_depth():
     assert np.sqrt(deep) / 2 <= checkpoint_interval(deep) <= 2 * np.sqrt(deep)
     assert gradient_temp_bytes("discrete", deep) / gradient_temp_bytes("discrete", shallow) < 4.0
     assert gradient_temp_bytes("direct", deep) / gradient_temp_bytes("direct", shallow) > 7.0
+
+
+@pytest.mark.parametrize("layers", [257, 300])
+@pytest.mark.parametrize("adjoint", ["discrete", "checkpointed"])
+def test_nested_checkpoint_levels_give_the_plain_gradient(adjoint, layers):
+    """Beyond 256 layers the segments are split again (3 levels; 257 leaves a head at both levels)."""
+    assert len(segment_plan(layers)) == 2
+    W, b, x0 = problem(2, seed=14, layers=layers, n=5)
+    W = W * 0.3  # keep 300 tanh layers of T = 0.9 well conditioned
+    got = jax.jit(jax.grad(ours("tanh", adjoint), argnums=(0, 1, 2)))(W, b, x0)
+    want = jax.jit(jax.grad(reference("tanh"), argnums=(0, 1, 2)))(W, b, x0)
+    assert_round_off(got, want)
+
+
+def test_segment_plan_keeps_every_level_small():
+    for steps in (1, 2, 10, 100, 256, 257, 1000, 4096, 4097, 10**5):
+        plan = segment_plan(steps)
+        lengths = (steps, *plan)
+        stored = [-(-outer // inner) for outer, inner in zip(lengths[:-1], lengths[1:])] + [plan[-1]]
+        assert max(stored) <= (16 if steps > 256 else 2 * np.sqrt(steps) + 1), (steps, plan)
+        assert all(outer >= inner for outer, inner in zip(lengths[:-1], lengths[1:]))
+
+
+def test_gradient_memory_from_100_to_1000_layers_grows_less_than_2x():
+    """Bytes of the compiled gradient, not time. 100 layers: 10 checkpoints + a buffer of 10 states (and
+    residuals); 1000 layers: 10 + 10 checkpoints + the same buffer, ~1.3x (one level of √L segments: ~2.8x
+    here, √10 ≈ 3.2x asymptotically)."""
+    for adjoint in ("discrete", "checkpointed"):
+        growth = gradient_temp_bytes(adjoint, 1000, n=4096) / gradient_temp_bytes(adjoint, 100, n=4096)
+        assert growth < 2.0, (adjoint, growth)
 
 
 def test_forward_mode_runs_through_the_default_adjoint():
