@@ -7,6 +7,7 @@ depth, forward mode through the default, and that repeated calls do not re-trace
 """
 
 import functools
+import itertools
 
 import equinox as eqx
 import jax
@@ -282,9 +283,9 @@ def test_segment_plan_keeps_every_level_small():
     for steps in (1, 2, 10, 100, 256, 257, 1000, 4096, 4097, 10**5):
         plan = segment_plan(steps)
         lengths = (steps, *plan)
-        stored = [-(-outer // inner) for outer, inner in zip(lengths[:-1], lengths[1:])] + [plan[-1]]
+        stored = [-(-outer // inner) for outer, inner in itertools.pairwise(lengths)] + [plan[-1]]
         assert max(stored) <= (16 if steps > 256 else 2 * np.sqrt(steps) + 1), (steps, plan)
-        assert all(outer >= inner for outer, inner in zip(lengths[:-1], lengths[1:]))
+        assert all(outer >= inner for outer, inner in itertools.pairwise(lengths))
 
 
 def test_gradient_memory_from_100_to_1000_layers_grows_less_than_2x():
