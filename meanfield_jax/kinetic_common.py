@@ -8,9 +8,10 @@ with a numerical flux G at the cell faces, on a :class:`~meanfield_jax.grid.Grid
 :class:`~meanfield_jax.grid.Grid2D`. This module holds what does not depend on the flux: the drift
 F(t, x) = σ(W(t) x + b(t) [+ β m1/m0]) sampled at the faces (u at x-faces (x_{i±1/2}, y_j), v at y-faces
 (x_i, y_{j±1/2})) with the wall conditions built in, the Courant bound of the drift over all layers (and
-over every feedback mean a non-negative density on the grid can have), the divergence of face fluxes, the
-mass leaving through each wall, the feedback mean m1/m0, the layer boundaries the time loop must land on,
-and the strong-stability-preserving Runge–Kutta steps.
+over every feedback mean a non-negative density on the grid can have), the forward-Euler increment from
+Courant-scaled face fluxes (G Δt/h_axis, so that a step is f_i − Σ_axes (G_{i+1/2} − G_{i−1/2})), the mass
+leaving through each wall, the feedback mean m1/m0, the layer boundaries the time loop must land on, and
+the strong-stability-preserving Runge–Kutta steps.
 
 Walls: ``outflow`` (nothing enters; mass leaves where F points outward), ``zero_flux`` (F = 0 on the
 walls, so G = 0 there) and ``periodic`` (the wrap face carries one flux, with F taken at the lower wall,
