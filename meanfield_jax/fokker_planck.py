@@ -48,6 +48,7 @@ from jaxtyping import Array, ArrayLike
 
 from .block_tridiagonal import block_tridiagonal_solve
 from .chang_cooper import apply_fitted_operator, fitted_flux_coefficients, outflow_rate, tridiagonal_bands
+from .dispatch import jit_arrays
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
 from .kinetic_common import (
@@ -163,7 +164,7 @@ def _guard(x: Any, check: tuple[Array, ...], strict: bool) -> Any:
     return x
 
 
-@eqx.filter_jit
+@partial(jit_arrays, static_argnames=("method", "rate"))
 def _prepare(
     grid: Grid1D | Grid2D, diffusion: Diffusion, field: AbstractField, method: str, rate: bool
 ) -> tuple[_Discretisation, tuple[Array, ...], Array | None]:
@@ -311,7 +312,7 @@ def _implicit_step(
     return f + delta
 
 
-@eqx.filter_jit
+@partial(jit_arrays, static_argnames=("save_at", "steps", "method", "adjoint", "t0"))
 def _solve(
     field: AbstractField,
     f0: Array,
@@ -482,7 +483,7 @@ def solve_fokker_planck(
     )
 
 
-@eqx.filter_jit
+@partial(jit_arrays, static_argnames=())
 def _steady_state(
     field: AbstractField, grid: Grid1D | Grid2D, diffusion: Diffusion, layer: Array
 ) -> tuple[Array, tuple[Array, ...]]:

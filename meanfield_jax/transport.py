@@ -38,12 +38,12 @@ from __future__ import annotations
 from functools import partial
 from typing import NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from .dispatch import jit_arrays
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
 from .kinetic_common import (
@@ -138,7 +138,7 @@ def _increment(
     return flux_difference(fluxes), wall_masses(fluxes, grid, config.boundary)
 
 
-@eqx.filter_jit
+@partial(jit_arrays, static_argnames=("save_at", "config", "steps", "t0"))
 def _solve(
     field: AbstractField, f0: Array, grid, save_at: tuple[float, ...], config: _Config, steps: int, t0: float
 ):
@@ -176,7 +176,7 @@ def _solve(
     )
 
 
-_advection_rate_bound = eqx.filter_jit(advection_rate_bound)
+_advection_rate_bound = jit_arrays(advection_rate_bound, static_argnames=("boundary",))
 
 
 def _scan_length(steps: int) -> int:
