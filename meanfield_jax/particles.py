@@ -64,6 +64,7 @@ from .adjoint import (
     check_adjoint,
     checkpointed_scan,
 )
+from .dispatch import jit_arrays
 from .field import AbstractField, NeuralField
 
 __all__ = ["NeuralEulerStep", "euler_step", "layer_noise", "resnet_forward"]
@@ -210,7 +211,7 @@ def _field_flow(field: AbstractField, x0, diffusion, consts, key, adjoint):
     return x0, jnp.arange(field.num_layers), flow, lambda x: x
 
 
-@eqx.filter_jit
+@functools.partial(jit_arrays, static_argnames=("save_every", "diffusion", "adjoint"))
 @functools.partial(eqx.debug.assert_max_traces, max_traces=None)
 def _resnet_kernel(field, x0, save_every, diffusion, consts, key, adjoint):
     """The jit-compiled ResNet (traced once per field structure, shapes and static options)."""
