@@ -324,7 +324,7 @@ def _solve(
     theta: Array,
     adjoint: str,
     t0: float,
-) -> tuple[Array, Array]:
+) -> KineticSolution:
     """The time loop; ``dt`` (the largest step) may be traced, ``steps`` is the scan length per interval."""
     save = np.asarray(save_at)
     if method == "explicit":
@@ -350,7 +350,13 @@ def _solve(
     saved, info = integrate(
         step, state0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint
     )
-    return saved[0], info["num_steps"]
+    return KineticSolution(  # built here, so that its arrays cost no extra dispatches
+        ts=jnp.asarray(save, f0.dtype),
+        f=saved[0],
+        grid=disc.grid,
+        outflow=jnp.zeros((save.shape[0], 2 * disc.grid.d), f0.dtype),
+        num_steps=info["num_steps"],
+    )
 
 
 # ---- validation --------------------------------------------------------------------------------------------
@@ -473,14 +479,7 @@ def solve_fokker_planck(
         step, steps = dt, _scan_length(save, layer_stops(field), dt, max_steps, t0)
     dt = jnp.asarray(step, f0.dtype)
     save_times = tuple(save.tolist())
-    saved, num_steps = _solve(field, f0, disc, dt, save_times, steps, method, jnp.asarray(theta), adjoint, t0)
-    return KineticSolution(
-        ts=jnp.asarray(save, f0.dtype),
-        f=saved,
-        grid=grid,
-        outflow=jnp.zeros((save.shape[0], 2 * grid.d), f0.dtype),
-        num_steps=num_steps,
-    )
+    return _solve(field, f0, disc, dt, save_times, steps, method, jnp.asarray(theta), adjoint, t0)
 
 
 @partial(jit_arrays, static_argnames=())
