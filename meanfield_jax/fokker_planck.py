@@ -56,6 +56,7 @@ from .kinetic_common import (
     density_mean,
     grid_axes,
     is_traced,
+    layer_lookup,
     layer_stops,
     maps_between_layers,
     mean_box_corners,
@@ -332,20 +333,22 @@ def _solve(
     else:
         advance = partial(_implicit_step, field, disc, theta)
 
-    # Without feedback the coefficients (an exp per face) change only between layers: they are carried in
-    # the loop state and recomputed when a step enters a new layer, not at every step.
+    # Without feedback the coefficients (an exp per face) change only between layers: they are computed per
+    # layer (kinetic_common.layer_lookup), not at every step; with feedback each stage computes its own.
     first = field.layer_index(jnp.asarray(t0))
-    state0 = (f0, first, _layer_coefficients(field, disc, first, f0))
+    if field.feedback is None:
+        carry0, coefficients_at = layer_lookup(
+            lambda l: _coefficients(field, l, None, disc), field.num_layers, first
+        )
+    else:
+        carry0, coefficients_at = (), lambda carry, l: (None, carry)
+    state0 = (f0, carry0)
 
     def step(state, t: Array, dt: Array):
-        f, cached, coefficients = state
-        l = field.layer_index(t + dt / 2)
-        if field.feedback is None:
-            coefficients = jax.lax.cond(
-                l != cached, lambda: _coefficients(field, l, None, disc), lambda: coefficients
-            )
+        f, carry = state
+        coefficients, carry = coefficients_at(carry, field.layer_index(t + dt / 2))
         # the density keeps its dtype (f0 may be float32)
-        return advance(coefficients, f, t, dt).astype(f.dtype), l, coefficients
+        return advance(coefficients, f, t, dt).astype(f.dtype), carry
 
     saved, info = integrate(
         step, state0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint

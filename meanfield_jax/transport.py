@@ -57,6 +57,7 @@ from .kinetic_common import (
     flux_difference,
     grid_axes,
     is_traced,
+    layer_lookup,
     layer_stops,
     maps_between_layers,
     push_forward_cells,
@@ -124,10 +125,10 @@ def _step_from_rate(rate: ArrayLike, cfl: float, t_end: float) -> Array:
 
 
 def _increment(
-    field: AbstractField, grid, config: _Config, layer: Array, velocities: tuple[Array, ...], dt: Array, state
+    field: AbstractField, grid, config: _Config, layer: Array, velocities: tuple[Array, ...] | None, dt, state
 ):
     """The forward-Euler increment (Δt df/dt, mass leaving through each wall in Δt) on the given layer; the
-    face velocities are the layer's (recomputed from the density's own mean when the bias has feedback)."""
+    face velocities are the layer's (None with a feedback bias: computed here from the density's own mean)."""
     f, _ = state
     if field.feedback is not None:
         velocities = face_velocities(field, layer, grid, config.boundary, density_mean(f, grid))
@@ -145,8 +146,16 @@ def _solve(
     save = np.asarray(save_at)
     dt_max = cfl_time_step(field, grid, config.boundary, config.cfl, save[-1] - t0)
 
+    first = field.layer_index(jnp.asarray(t0))
+    if field.feedback is None:  # the face velocities change only between layers
+        carry0, velocities_at = layer_lookup(
+            lambda l: face_velocities(field, l, grid, config.boundary), field.num_layers, first
+        )
+    else:  # recomputed from each stage's own mean (in _increment)
+        carry0, velocities_at = (), lambda carry, l: (None, carry)
+
     def step(state, t, dt):
-        f, outflow, entered, velocities = state
+        f, outflow, entered, carry = state
         layer = field.layer_index(t + 0.5 * dt)
         if maps_between_layers(field):
             f = jax.lax.cond(
@@ -155,19 +164,12 @@ def _solve(
                 lambda g: g,
                 f,
             )
-        if field.feedback is None:  # the face velocities change only between layers: refresh them there
-            velocities = jax.lax.cond(
-                layer != entered,
-                lambda: face_velocities(field, layer, grid, config.boundary),
-                lambda: velocities,
-            )
+        velocities, carry = velocities_at(carry, layer)
         increment = partial(_increment, field, grid, config, layer, velocities, dt)
         f, outflow = ssp_rk_step(increment, (f, outflow), dt, config.time_stepper)
-        return f, outflow, layer, velocities
+        return f, outflow, layer, carry
 
-    mean0 = density_mean(f0, grid) if field.feedback is not None else None
-    velocities0 = face_velocities(field, field.layer_index(jnp.asarray(t0)), grid, config.boundary, mean0)
-    state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32), velocities0)
+    state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32), carry0)
     (f, outflow, _, _), info = integrate(
         step, state0, save, dt_max, layer_stops(field), t0=t0, max_steps=steps, adjoint=config.adjoint
     )
