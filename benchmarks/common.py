@@ -292,6 +292,29 @@ def new_result_path(stem: str, suffix: str = ".json") -> Path:
     raise FileExistsError(f"no free file name for {stem}-{stamp}{suffix} in {RESULTS}")
 
 
+def new_payload(benchmark: str, quick: bool, settings: dict) -> dict:
+    """The record of a run: what ran, when, on which machine and versions, with which settings."""
+    return {
+        "benchmark": benchmark,
+        "quick": quick,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "machine": machine_info(),
+        "versions": versions(),
+        "settings": settings,
+        "results": [],
+    }
+
+
+def save_payload(payload: dict, started: float) -> Path:
+    """Add the wall time since ``started`` and the load average at the end, and write the record to a new
+    ``results/<benchmark>[-quick]-<UTC time>.json``; returns its path."""
+    payload["wall_time_s"] = time.perf_counter() - started
+    payload["machine"]["load_average_at_end"] = load_average()
+    path = new_result_path(payload["benchmark"] + ("-quick" if payload["quick"] else ""))
+    write_json(path, payload)
+    return path
+
+
 def write_json(path: Path, payload: dict) -> None:
     """Write ``payload`` to a new file (mode "x": an existing file is never overwritten)."""
     with open(path, "x") as file:

@@ -37,27 +37,22 @@ with a log–log plot of the time per step against the number of cells next to i
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from common import (
     label_loglog_axes,
-    machine_info,
-    new_result_path,
+    measure,
+    new_payload,
     peak_rss_rise,
     save_figure,
-    versions,
-    write_json,
+    save_payload,
+    time_jitted,
     xla_memory,
 )
 
@@ -67,25 +62,6 @@ from meanfield_jax.transport import cfl_time_step
 
 CFL = 0.5
 GOALS = {"throughput_ratio_to_py_pde_at_least": 5.0, "gradient_to_forward_at_most": 5.0}
-
-
-# ---- measurement: machine, timing, memory, output ---------------------------------------------------------
-def measure(run: Callable[[Any], Any], repeats: int, setup: Callable[[], Any] = lambda: None) -> tuple:
-    """Time ``run(setup())``: a first call, then ``repeats`` calls (``setup`` is not timed).
-
-    Returns ({first_call_s, median_s, times_s}, the last output). ``run`` must wait for its result.
-    """
-    arg = setup()
-    start = time.perf_counter()
-    out = run(arg)
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        arg = setup()
-        start = time.perf_counter()
-        out = run(arg)
-        times.append(time.perf_counter() - start)
-    return {"first_call_s": first, "median_s": statistics.median(times), "times_s": times}, out
 
 
 # ---- the problems -----------------------------------------------------------------------------------------
@@ -243,12 +219,9 @@ def run_gradient(problem: Problem, t_final: float, repeats: int) -> dict:
         return first_moment(problem, solve_ours(problem, fld, f, max_steps=problem.steps).f[-1])
 
     out = {}
-    for name, fn in (("forward", jax.jit(loss)), ("gradient", jax.jit(jax.grad(loss)))):
-        start = time.perf_counter()
-        compiled = fn.lower(field, f0).compile()
-        compile_s = time.perf_counter() - start
-        timing, _ = measure(lambda _, c=compiled: jax.block_until_ready(c(field, f0)), repeats)
-        out[name] = {**timing, "compile_s": compile_s, "xla_memory": xla_memory(compiled)}
+    for name, fn in (("forward", loss), ("gradient", jax.grad(loss))):
+        timing, compiled, _ = time_jitted(fn, (field, f0), repeats)
+        out[name] = {**timing, "xla_memory": xla_memory(compiled)}
     out["gradient_to_forward"] = out["gradient"]["median_s"] / out["forward"]["median_s"]
     out["adjoint"] = "checkpointed"
     return out
@@ -436,24 +409,14 @@ def main(argv: list[str] | None = None) -> Path:
     if repeats < 1:
         parser.error(f"--repeats must be >= 1, got {repeats}")
     started = time.perf_counter()
-    payload = {
-        "benchmark": "kinetic",
-        "quick": args.quick,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "machine": machine_info(),
-        "versions": versions(),
-        "settings": {"repeats": repeats, "cfl": CFL, "statistic": "median after one warm-up call"},
-        "results": [],
-    }
+    settings = {"repeats": repeats, "cfl": CFL, "statistic": "median after one warm-up call"}
+    payload = new_payload("kinetic", args.quick, settings)
     for problem in problems(args.quick):
         result = run_case(problem, repeats)
         payload["results"].append(result)
         print(_summary_line(result), flush=True)
     payload["goals"] = goals(payload["results"])
-    payload["wall_time_s"] = time.perf_counter() - started
-    payload["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    path = new_result_path("kinetic-quick" if args.quick else "kinetic")
-    write_json(path, payload)
+    path = save_payload(payload, started)
     plot(payload["results"], path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png').name}")
     return path

@@ -37,7 +37,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
-import datetime
 import itertools
 import sys
 import time
@@ -55,14 +54,11 @@ from common import (
     compile_jitted,
     compute_limits,
     label_loglog_axes,
-    load_average,
-    machine_info,
-    new_result_path,
+    new_payload,
     particle_step_limit_s,
     save_figure,
+    save_payload,
     time_interleaved,
-    versions,
-    write_json,
     xla_memory,
 )
 
@@ -416,19 +412,11 @@ def main(argv: list[str] | None = None) -> Path:
     limits = compute_limits()
     print(f"compute limits: {limits['tanh_fma_values_per_s']:.3g} tanh-FMA values/s, "
           f"{limits['matmul_flop_per_s']:.3g} matmul flop/s", flush=True)
-    payload = {
-        "benchmark": "particles",
-        "quick": args.quick,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "machine": machine_info(),
-        "versions": versions(),
-        "settings": {
-            "repeats": repeats, "T": T, "dtype": "float32", "activation": "tanh", "budget_s": BUDGET_S,
-            "statistic": "median wall time after one warm-up call, compilation timed apart",
-        },
-        "compute_limits": limits,
-        "results": [],
+    settings = {
+        "repeats": repeats, "T": T, "dtype": "float32", "activation": "tanh", "budget_s": BUDGET_S,
+        "statistic": "median wall time after one warm-up call, compilation timed apart",
     }
+    payload = {**new_payload("particles", args.quick, settings), "compute_limits": limits}
     for case in cases(args.quick, args.n, args.d, args.layers):
         result = run_case(case, repeats, limits, numpy_peer=not args.no_numpy)
         payload["results"].append(result)
@@ -439,10 +427,7 @@ def main(argv: list[str] | None = None) -> Path:
         depth_scan = run_depth_scan(n, 2, sorted(args.depths), repeats)
     payload["depth_scan"] = depth_scan
     payload["goals"] = goals(payload["results"], depth_scan)
-    payload["wall_time_s"] = time.perf_counter() - started
-    payload["machine"]["load_average_at_end"] = load_average()
-    path = new_result_path("particles-quick" if args.quick else "particles")
-    write_json(path, payload)
+    path = save_payload(payload, started)
     plot(payload["results"], depth_scan, path.with_suffix(".png"))
     print(f"goals: {payload['goals']['met']}")
     print(f"wrote {path} and {path.with_suffix('.png').name}")
