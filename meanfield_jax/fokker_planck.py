@@ -234,10 +234,9 @@ def _explicit_step(
     """Heun's SSP-RK2 step with the layer's coefficients (recomputed per stage with a feedback bias)."""
     l = field.layer_index(t + dt / 2)
 
-    def increment(g: Array) -> Array:  # Δt L g, with Δt folded into the face coefficients
+    def increment(g: Array) -> Array:  # Δt L g (Δt applied to L g: one product per cell, not two per face)
         c = coefficients if field.feedback is None else _layer_coefficients(field, disc, l, g)
-        c = tuple((alpha * dt, beta * dt) for alpha, beta in c)
-        return apply_fitted_operator(c, g, disc.spacing)
+        return dt * apply_fitted_operator(c, g, disc.spacing)
 
     return ssp_rk_step(increment, f, dt, "ssprk2")
 
