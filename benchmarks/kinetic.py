@@ -22,7 +22,8 @@ Solvers:
   FiPy's default (LU) solver with its tolerance set to 10⁻¹² (at the default tolerance the solves stop
   early: 3·10⁻⁴ L1 error at 10⁴ cells), its default no-flux walls.
 * gradient: ``jax.grad`` of the first moment of f(t_final) with respect to the field (W and b), with
-  ``max_steps=S`` and the default checkpointed adjoint, against the same forward pass compiled the same way.
+  ``max_steps=S``, by the default checkpointed adjoint and by the discrete adjoint (``adjoint="discrete"``),
+  against the same forward pass compiled the same way.
 
 Reported per case: the median wall time of ``repeats`` runs after a warm-up, the first call (compilation)
 apart; cell-steps/s = cells × S / time; peak memory, as XLA's buffer sizes of the compiled kernel (ours)
@@ -151,16 +152,22 @@ class Problem:
         return " ".join(terms)
 
 
-def solve_ours(problem: Problem, field: mfj.NeuralField, f0: jax.Array, max_steps: int | None = None):
+def solve_ours(
+    problem: Problem,
+    field: mfj.NeuralField,
+    f0: jax.Array,
+    max_steps: int | None = None,
+    adjoint: str = "checkpointed",
+):
     grid = problem.grid()
     if problem.diffusion is None:
         return mfj.solve_vlasov(
             field, f0, grid, t_final=field.T, scheme="muscl", limiter="mc", cfl=CFL, boundary="outflow",
-            time_stepper="ssprk2", max_steps=max_steps,
+            time_stepper="ssprk2", max_steps=max_steps, adjoint=adjoint,
         )
     return mfj.solve_fokker_planck(
         field, f0, grid, diffusion=problem.diffusion, t_final=field.T, scheme="chang_cooper",
-        method="explicit", cfl=CFL, max_steps=max_steps,
+        method="explicit", cfl=CFL, max_steps=max_steps, adjoint=adjoint,
     )
 
 
@@ -210,19 +217,27 @@ def run_ours(problem: Problem, t_final: float, repeats: int) -> tuple[dict, np.n
 
 @jax.enable_x64(True)
 def run_gradient(problem: Problem, t_final: float, repeats: int) -> dict:
-    """Gradient of the first moment of f(t_final) w.r.t. (W, b) against the forward pass, both compiled
-    with the field traced (``max_steps`` = S, the checkpointed adjoint)."""
+    """Gradient of the first moment of f(t_final) w.r.t. (W, b) against the forward pass, all compiled
+    with the field traced (``max_steps`` = S): "gradient" by the checkpointed adjoint, "gradient_discrete"
+    by the discrete adjoint."""
     field = problem.field(t_final)
     f0 = problem.initial_density()
 
-    def loss(fld, f):
-        return first_moment(problem, solve_ours(problem, fld, f, max_steps=problem.steps).f[-1])
+    def loss(fld, f, adjoint="checkpointed"):
+        sol = solve_ours(problem, fld, f, max_steps=problem.steps, adjoint=adjoint)
+        return first_moment(problem, sol.f[-1])
 
     out = {}
-    for name, fn in (("forward", loss), ("gradient", jax.grad(loss))):
+    runs = (
+        ("forward", loss),
+        ("gradient", jax.grad(loss)),
+        ("gradient_discrete", jax.grad(lambda fld, f: loss(fld, f, "discrete"))),
+    )
+    for name, fn in runs:
         timing, compiled, _ = time_jitted(fn, (field, f0), repeats)
         out[name] = {**timing, "xla_memory": xla_memory(compiled)}
     out["gradient_to_forward"] = out["gradient"]["median_s"] / out["forward"]["median_s"]
+    out["discrete_gradient_to_forward"] = out["gradient_discrete"]["median_s"] / out["forward"]["median_s"]
     out["adjoint"] = "checkpointed"
     return out
 
@@ -352,12 +367,17 @@ def problems(quick: bool) -> list[Problem]:
 def goals(results: list[dict]) -> dict:
     speedups = [r["ratios"]["py-pde/float64"] for r in results]
     gradients = [r["gradient"]["gradient_to_forward"] for r in results]
+    discrete = [r["gradient"]["discrete_gradient_to_forward"] for r in results]
+    # the goal takes, case by case, the faster of the two adjoints a user can choose
+    best = [min(a, b) for a, b in zip(gradients, discrete)]
     return {
         **GOALS,
         "min_throughput_ratio_to_py_pde_float64": min(speedups),
-        "max_gradient_to_forward": max(gradients),
+        "max_gradient_to_forward_checkpointed": max(gradients),
+        "max_gradient_to_forward_discrete": max(discrete),
+        "max_gradient_to_forward": max(best),
         "throughput_goal_met": min(speedups) >= GOALS["throughput_ratio_to_py_pde_at_least"],
-        "gradient_goal_met": max(gradients) <= GOALS["gradient_to_forward_at_most"],
+        "gradient_goal_met": max(best) <= GOALS["gradient_to_forward_at_most"],
     }
 
 
@@ -377,10 +397,11 @@ def plot(results: list[dict], path: Path) -> None:
             "ours float64": [r["ours"]["float64"]["median_s"] for r in rows],
             "ours float32": [r["ours"]["float32"]["median_s"] for r in rows],
             "ours gradient (float64)": [r["gradient"]["gradient"]["median_s"] for r in rows],
+            "ours discrete adjoint": [r["gradient"]["gradient_discrete"]["median_s"] for r in rows],
         }
         for peer in rows[0]["peers"]:
             series[peer] = [r["peers"][peer]["median_s"] for r in rows]
-        for (label, times), marker in zip(series.items(), "osD^v"):
+        for (label, times), marker in zip(series.items(), "osDx^v"):
             per_step = [t / r["steps"] for t, r in zip(times, rows)]
             ax.loglog(cells, per_step, marker=marker, label=label)
         label_loglog_axes(ax, kind.replace("_", " "), "cells", "wall time per step [s]")
@@ -396,7 +417,8 @@ def _summary_line(r: dict) -> str:
     return (
         f"{r['case']:17s} {r['cells']:>8d} cells  ours f64 {r['ours']['float64']['cell_steps_per_s']:.3g}/s  "
         f"f32 {r['ours']['float32']['cell_steps_per_s']:.3g}/s  grad/fwd "
-        f"{r['gradient']['gradient_to_forward']:.2f}  {peers}"
+        f"{r['gradient']['gradient_to_forward']:.2f} "
+        f"(discrete {r['gradient']['discrete_gradient_to_forward']:.2f})  {peers}"
     )
 
 

@@ -11,7 +11,8 @@ rather than √N (10x the depth from 100 to 1000 steps: 1.3x the memory instead 
 * :func:`checkpointed_scan`: ``jax.checkpoint`` on each segment; JAX differentiates the step.
   Works for any step function.
 * :func:`adjoint_scan`: the discrete adjoint, for steps that provide their own reverse step
-  (an :class:`AbstractAdjointStep`). With the cotangent p_l = ∂J/∂x_l,
+  (an :class:`AbstractAdjointStep`; :class:`VJPStep` uses JAX's VJP of one step as its reverse step).
+  With the cotangent p_l = ∂J/∂x_l,
 
       p_N = ∂J/∂x_N,   p_l = (∂Φ_l/∂x_l)ᵀ p_{l+1},   ∂J/∂θ_l = (∂Φ_l/∂θ_l)ᵀ p_{l+1},
 
@@ -40,6 +41,7 @@ __all__ = [
     "ADJOINTS",
     "AbstractAdjointStep",
     "Adjoint",
+    "VJPStep",
     "adjoint_scan",
     "check_adjoint",
     "checkpoint_interval",
@@ -161,6 +163,35 @@ class AbstractAdjointStep(eqx.Module):
         Cotangents follow the structure of ``xs_l`` and ``shared``, with None for leaves that are not
         floating point (integer indices, PRNG keys); see :func:`zero_cotangent`.
         """
+
+
+class VJPStep(AbstractAdjointStep):
+    """A step x_{l+1} = fn(x_l, xs_l, shared) whose reverse step is JAX's VJP of ``fn`` at x_l.
+
+    For steps without a hand-written adjoint (the PDE solvers' SSP Runge–Kutta steps): the reverse step
+    p_l = (∂fn/∂x_l)ᵀ p_{l+1}, ∂J/∂shared += (∂fn/∂shared)ᵀ p_{l+1} is ``jax.vjp`` of ``fn`` at the recomputed
+    x_l, so every step is differentiated on its own. ``fn`` must not close over traced values (pass them in
+    ``shared``; :func:`jax.closure_convert` hoists them). Leaves of x and ``shared`` that are not floating
+    point (counters, layer indices) get no cotangent: their entries of p pass through unchanged.
+    """
+
+    fn: Callable = eqx.field(static=True)
+
+    def forward(self, x, xs_l, shared):
+        return self.fn(x, xs_l, shared), ()
+
+    def backward(self, x, residual, p, xs_l, shared):
+        x_diff, x_rest = eqx.partition(x, eqx.is_inexact_array)
+        s_diff, s_rest = eqx.partition(shared, eqx.is_inexact_array)
+
+        def differentiable(xd, sd):
+            out = self.fn(eqx.combine(xd, x_rest), xs_l, eqx.combine(sd, s_rest))
+            return eqx.filter(out, eqx.is_inexact_array)
+
+        _, vjp = jax.vjp(differentiable, x_diff, s_diff)
+        p_diff, p_rest = eqx.partition(p, eqx.is_inexact_array)
+        p_x, d_shared = vjp(p_diff)
+        return eqx.combine(p_x, p_rest), None, d_shared
 
 
 def _forward_only(step: AbstractAdjointStep, shared: PyTree) -> Callable[[Array, Any], Array]:

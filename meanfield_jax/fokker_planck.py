@@ -440,7 +440,8 @@ def solve_fokker_planck(
         boundary: ``"zero_flux"``.
         max_steps: bound on the steps between two save times; required when the step depends on traced
             values (under ``jax.grad``/``jax.jit`` w.r.t. the field or K) and not fixed by ``dt``.
-        adjoint: ``"checkpointed"`` or ``"direct"`` (see :mod:`meanfield_jax.timestepping`).
+        adjoint: ``"checkpointed"``, ``"direct"`` or ``"discrete"`` (reverse mode only), as in
+            :func:`~meanfield_jax.solve_vlasov` (see :mod:`meanfield_jax.timestepping`).
         t0: the time of f0 (default 0); the layers keep their absolute times (see
             :mod:`meanfield_jax.streaming`).
 

@@ -20,6 +20,10 @@ steps, nested once more beyond 256 steps): reverse-mode memory grows like √n (
 the price of one extra forward pass per level; ``"direct"`` stores every step. Each step is itself under
 ``jax.checkpoint`` too, so the reverse pass holds the intermediates of one step at a time rather than of a
 whole block (measured on the MUSCL solver: 2.3x faster gradients and a quarter of the memory).
+``"discrete"`` runs the loop as an :func:`meanfield_jax.adjoint.adjoint_scan` whose reverse step is JAX's
+VJP of one step (:class:`meanfield_jax.adjoint.VJPStep`): the same checkpoints, but each step is
+differentiated on its own, without the nested checkpoint transforms (less memory, and faster on larger
+grids, see benchmarks/README.md); being a ``jax.custom_vjp`` it is reverse mode only.
 """
 
 from __future__ import annotations
@@ -34,11 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .adjoint import checkpointed_scan
+from .adjoint import ADJOINTS, VJPStep, adjoint_scan, check_adjoint, checkpointed_scan
 
 __all__ = ["ADJOINTS", "integrate", "resolve_save_times", "steps_needed"]
 
-ADJOINTS = ("checkpointed", "direct")
 State = Any
 Step = Callable[[State, Array, Array], State]
 
@@ -114,13 +117,12 @@ def integrate(
         layer_stops: concrete times the steps must land on (layer boundaries).
         max_steps: bound on the steps between two consecutive save times, required when ``dt_max`` is
             traced and the number of steps cannot be computed.
-        adjoint: ``"checkpointed"`` or ``"direct"`` (see module docstring).
+        adjoint: ``"checkpointed"``, ``"direct"`` or ``"discrete"`` (see module docstring).
 
     Returns:
         The saved states, and ``{"num_steps": steps taken, "max_steps": steps per interval}``.
     """
-    if adjoint not in ADJOINTS:
-        raise ValueError(f"adjoint must be one of {ADJOINTS}, got adjoint={adjoint!r}")
+    check_adjoint(adjoint)
     save_at = np.asarray(save_at, dtype=float)
     targets = save_at[save_at > t0]
     stops = np.unique(np.concatenate([np.asarray(layer_stops, float), targets]))
@@ -146,7 +148,8 @@ def integrate(
     dt_max = jnp.asarray(dt_max, dtype)
     snap_tol = 16 * jnp.finfo(dtype).eps  # a remainder below this is round-off of t + Δt: land on the stop
 
-    checkpointed_step = jax.checkpoint(step, prevent_cse=False)
+    # the discrete adjoint differentiates one step at a time, so the step needs no checkpoint of its own
+    checkpointed_step = step if adjoint == "discrete" else jax.checkpoint(step, prevent_cse=False)
 
     def one_step(carry, _):
         state, t, end, count = carry
@@ -164,7 +167,13 @@ def integrate(
 
     def interval(carry, end):
         state, t, count = carry
-        carry = checkpointed_scan(one_step, (state, t, end, count), step_numbers, adjoint=adjoint)
+        carry = (state, t, end, count)
+        if adjoint == "discrete":  # the traced values the step closes over become the loop's shared inputs
+            converted, consts = jax.closure_convert(one_step, carry, step_numbers[0])
+            adjoint_step = VJPStep(lambda c, l, shared: converted(c, l, *shared))
+            carry = adjoint_scan(adjoint_step, carry, step_numbers, tuple(consts))
+        else:
+            carry = checkpointed_scan(one_step, carry, step_numbers, adjoint=adjoint)
         state, t, _, count = carry
         return (state, t, count), (state, t)
 

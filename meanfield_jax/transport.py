@@ -288,7 +288,10 @@ def solve_vlasov(
         time_stepper: ``"euler"``, ``"ssprk2"`` or ``"ssprk3"``.
         max_steps: bound on the steps between two save times. Needed when the field is traced (under
             jax.jit / jax.grad w.r.t. it); otherwise the count is computed from the CFL step.
-        adjoint: ``"checkpointed"`` (reverse-mode memory ~ √steps) or ``"direct"``.
+        adjoint: how reverse mode differentiates the time loop: ``"checkpointed"`` (memory ~ √steps),
+            ``"direct"`` (every step stored) or ``"discrete"`` (the discrete adjoint of the steps: same
+            gradient, less memory; reverse mode only, so not for ``jax.jvp``/``jacfwd``); see
+            :mod:`meanfield_jax.timestepping`.
         t0: the time of f0 (default 0); the field's layers keep their absolute times, so a solve can be
             continued from any saved time (see :mod:`meanfield_jax.streaming`).
 
