@@ -238,7 +238,6 @@ def run_gradient(problem: Problem, t_final: float, repeats: int) -> dict:
         out[name] = {**timing, "xla_memory": xla_memory(compiled)}
     out["gradient_to_forward"] = out["gradient"]["median_s"] / out["forward"]["median_s"]
     out["discrete_gradient_to_forward"] = out["gradient_discrete"]["median_s"] / out["forward"]["median_s"]
-    out["adjoint"] = "checkpointed"
     return out
 
 

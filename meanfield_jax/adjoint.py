@@ -170,9 +170,10 @@ class VJPStep(AbstractAdjointStep):
 
     For steps without a hand-written adjoint (the PDE solvers' SSP Runge–Kutta steps): the reverse step
     p_l = (∂fn/∂x_l)ᵀ p_{l+1}, ∂J/∂shared += (∂fn/∂shared)ᵀ p_{l+1} is ``jax.vjp`` of ``fn`` at the recomputed
-    x_l, so every step is differentiated on its own. ``fn`` must not close over traced values (pass them in
-    ``shared``; :func:`jax.closure_convert` hoists them). Leaves of x and ``shared`` that are not floating
-    point (counters, layer indices) get no cotangent: their entries of p pass through unchanged.
+    x_l, so every step is differentiated on its own. ``fn`` must not close over traced values, integer ones
+    included: pass them in ``shared`` (:func:`equinox.filter_closure_convert` hoists every closed-over
+    array). Leaves of x and ``shared`` that are not floating point (counters, layer indices) get no
+    cotangent: their entries of p pass through unchanged.
     """
 
     fn: Callable = eqx.field(static=True)

@@ -213,7 +213,9 @@ def sensitivity(
 
     Args:
         fn: any differentiable function of the field, e.g. ``lambda f: resnet_forward(f, x0)`` or a
-            kinetic solver's moments; it may return an array or a pytree of arrays.
+            kinetic solver's moments; it may return an array or a pytree of arrays. Forward mode needs the
+            solvers' default ``adjoint="checkpointed"`` (or ``"direct"``): ``adjoint="discrete"`` is a
+            ``jax.custom_vjp``, which JAX differentiates in reverse mode only.
         field: a NeuralField (or another field with array attributes ``W`` and ``b``).
         wrt: ``"W"``, ``"b"`` or both (default).
 

@@ -310,7 +310,8 @@ def wall_masses(fluxes: Sequence[Array], grid: Grid1D | Grid2D, boundary: str) -
 # ---- time stepping --------------------------------------------------------------------------------------
 def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str) -> Any:
     """One step of an SSP Runge–Kutta method (see ``SSP_STEPPERS``) for du/dt = L(u), u a pytree, given the
-    forward-Euler increment ``increment(v) = Δt · L(v)`` (the caller folds Δt into its coefficients).
+    forward-Euler increment ``increment(v) = Δt · L(v)`` (the caller applies Δt, e.g. through Courant-scaled
+    face velocities or as Δt · L v).
 
     Each stage sits behind ``lax.cond(Δt != 0, stage, identity)``: a zero-length step costs nothing, and the
     stage's result is a materialised array that the next stage reads, which keeps XLA from fusing (and so

@@ -22,8 +22,9 @@ the price of one extra forward pass per level; ``"direct"`` stores every step. E
 whole block (measured on the MUSCL solver: 2.3x faster gradients and a quarter of the memory).
 ``"discrete"`` runs the loop as an :func:`meanfield_jax.adjoint.adjoint_scan` whose reverse step is JAX's
 VJP of one step (:class:`meanfield_jax.adjoint.VJPStep`): the same checkpoints, but each step is
-differentiated on its own, without the nested checkpoint transforms (less memory, and faster on larger
-grids, see benchmarks/README.md); being a ``jax.custom_vjp`` it is reverse mode only.
+differentiated on its own, without the nested checkpoint transforms (less memory, and usually faster,
+see benchmarks/README.md); being a ``jax.custom_vjp`` it is reverse mode only (``jax.jvp``/``jacfwd``
+refuse it: use the default for them).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def integrate(
     snap_tol = 16 * jnp.finfo(dtype).eps  # a remainder below this is round-off of t + Δt: land on the stop
 
     # the discrete adjoint differentiates one step at a time, so the step needs no checkpoint of its own
-    checkpointed_step = step if adjoint == "discrete" else jax.checkpoint(step, prevent_cse=False)
+    inner_step = step if adjoint == "discrete" else jax.checkpoint(step, prevent_cse=False)
 
     def one_step(carry, _):
         state, t, end, count = carry
@@ -159,7 +160,7 @@ def integrate(
         hits = rem <= dt_max + snap_tol * jnp.abs(nxt)
         dt = jnp.where(hits, rem, dt_max)
         active = rem > 0
-        state = jax.lax.cond(active, lambda s: checkpointed_step(s, t, dt), lambda s: s, state)
+        state = jax.lax.cond(active, lambda s: inner_step(s, t, dt), lambda s: s, state)
         t = jnp.where(active, jnp.where(hits, nxt, t + dt), t)
         return state, t, end, count + active.astype(jnp.int32)
 
@@ -168,10 +169,11 @@ def integrate(
     def interval(carry, end):
         state, t, count = carry
         carry = (state, t, end, count)
-        if adjoint == "discrete":  # the traced values the step closes over become the loop's shared inputs
-            converted, consts = jax.closure_convert(one_step, carry, step_numbers[0])
-            adjoint_step = VJPStep(lambda c, l, shared: converted(c, l, *shared))
-            carry = adjoint_scan(adjoint_step, carry, step_numbers, tuple(consts))
+        if adjoint == "discrete":  # every array the step closes over (integers too) becomes a shared input
+            converted = eqx.filter_closure_convert(one_step, carry, step_numbers[0])
+            shared, static = eqx.partition(converted, eqx.is_array)
+            adjoint_step = VJPStep(lambda c, l, arrays: eqx.combine(arrays, static)(c, l))
+            carry = adjoint_scan(adjoint_step, carry, step_numbers, shared)
         else:
             carry = checkpointed_scan(one_step, carry, step_numbers, adjoint=adjoint)
         state, t, _, count = carry

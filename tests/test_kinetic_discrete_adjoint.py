@@ -5,10 +5,12 @@ adjoint to round-off (w.r.t. W, b and f0, with layer boundaries and a save time 
 steps are cut short and Δt depends on the field), and against a central difference.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxtyping import Array
 
 import meanfield_jax as mfj
 
@@ -21,45 +23,68 @@ B_2D = jnp.array([[0.1, -0.2], [0.3, 0.2]])
 SAVES = [0.0, 0.45, 1.0]
 
 
+class ReorderedField(mfj.AbstractField):
+    """A NeuralField whose layers run in the order given by an integer array (a traced integer leaf)."""
+
+    inner: mfj.NeuralField
+    order: Array
+    T: float = eqx.field(static=True)
+    feedback: float | None = eqx.field(static=True)
+
+    @property
+    def d(self):
+        return self.inner.d
+
+    @property
+    def num_layers(self):
+        return self.inner.num_layers
+
+    def layer_velocity(self, l, x, mean=None):
+        return self.inner.layer_velocity(self.order[l], x, mean)
+
+
+# name: (grid, solver, keyword arguments, field feedback, wrap the field in ReorderedField)
+CASES = {
+    "vlasov_muscl_1d": (GRID_1D, mfj.solve_vlasov, {"max_steps": 60}, None, False),
+    "vlasov_cweno3_ssprk3_periodic_2d": (GRID_2D, mfj.solve_vlasov, {
+        "scheme": "cweno3", "time_stepper": "ssprk3", "boundary": "periodic", "max_steps": 40}, None, False),
+    "vlasov_feedback_1d": (GRID_1D, mfj.solve_vlasov, {"boundary": "zero_flux", "max_steps": 60}, -0.5,
+                           False),
+    "vlasov_integer_leaf_1d": (GRID_1D, mfj.solve_vlasov, {"max_steps": 60}, -0.5, True),
+    "fokker_planck_explicit_1d": (GRID_1D, mfj.solve_fokker_planck, {"diffusion": 0.4, "max_steps": 300},
+                                  None, False),
+    "fokker_planck_implicit_2d": (GRID_2D, mfj.solve_fokker_planck, {
+        "diffusion": 0.3, "method": "implicit", "max_steps": 30}, None, False),
+}
+
+
 def initial(grid):
     if grid.d == 1:
         return grid.project(lambda x: jnp.exp(-2.0 * (x - 0.5) ** 2))
     return grid.project(lambda x, y: jnp.exp(-2.0 * ((x - 0.6) ** 2 + (y + 0.3) ** 2)))
 
 
-CASES = {
-    # name: (grid, W, b, feedback, solve(field, f0, adjoint))
-    "vlasov_muscl_1d": (GRID_1D, W_1D, B_1D, None, lambda fld, f0, adjoint: mfj.solve_vlasov(
-        fld, f0, GRID_1D, save_at=SAVES, max_steps=60, adjoint=adjoint)),
-    "vlasov_cweno3_ssprk3_periodic_2d": (GRID_2D, W_2D, B_2D, None, lambda fld, f0, adjoint: mfj.solve_vlasov(
-        fld, f0, GRID_2D, save_at=SAVES, scheme="cweno3", time_stepper="ssprk3", boundary="periodic",
-        max_steps=40, adjoint=adjoint)),
-    "vlasov_feedback_1d": (GRID_1D, W_1D, B_1D, -0.5, lambda fld, f0, adjoint: mfj.solve_vlasov(
-        fld, f0, GRID_1D, save_at=SAVES, boundary="zero_flux", max_steps=60, adjoint=adjoint)),
-    "fokker_planck_explicit_1d": (GRID_1D, W_1D, B_1D, None, lambda fld, f0, adjoint: mfj.solve_fokker_planck(
-        fld, f0, GRID_1D, diffusion=0.4, save_at=SAVES, max_steps=300, adjoint=adjoint)),
-    "fokker_planck_implicit_2d": (GRID_2D, W_2D, B_2D, None, lambda fld, f0, adjoint: mfj.solve_fokker_planck(
-        fld, f0, GRID_2D, diffusion=0.3, save_at=SAVES, method="implicit", max_steps=30, adjoint=adjoint)),
-}
+def parameters(case):
+    return (W_1D, B_1D) if CASES[case][0].d == 1 else (W_2D, B_2D)
 
 
 def loss(case, W, b, f0, adjoint):
     """A weighted sum of both saved densities (so the save inside the loop gets a cotangent too)."""
-    grid, _, _, feedback, solve = CASES[case]
+    grid, solver, kwargs, feedback, reordered = CASES[case]
     field = mfj.NeuralField(W, b, activation="tanh", T=1.0, feedback=feedback)
-    f = solve(field, f0, adjoint).f
+    if reordered:
+        order = jnp.array([2, 0, 1], jnp.int32)
+        field = ReorderedField(inner=field, order=order, T=field.T, feedback=feedback)
+    f = solver(field, f0, grid, save_at=SAVES, adjoint=adjoint, **kwargs).f
     x = grid.x if grid.d == 1 else grid.xaxis.x[:, None] + 0.5 * grid.yaxis.x[None, :] ** 2
     return jnp.sum(f[1] * x) + 2.0 * jnp.sum(f[2] * x**2)
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_discrete_adjoint_equals_checkpointed_gradient(case):
-    grid, W, b, _, _ = CASES[case]
-    f0 = initial(grid)
-    grads = {
-        adjoint: jax.jit(jax.grad(loss, argnums=(1, 2, 3)), static_argnums=(0, 4))(case, W, b, f0, adjoint)
-        for adjoint in ("checkpointed", "discrete")
-    }
+    f0 = initial(CASES[case][0])
+    gradient = eqx.filter_jit(jax.grad(loss, argnums=(1, 2, 3)))
+    grads = {a: gradient(case, *parameters(case), f0, a) for a in ("checkpointed", "discrete")}
     for discrete, checkpointed in zip(grads["discrete"], grads["checkpointed"]):
         scale = float(jnp.max(jnp.abs(checkpointed)))
         assert scale > 1e-4  # every argument moves the loss
@@ -80,7 +105,9 @@ def test_discrete_adjoint_matches_central_difference():
     np.testing.assert_allclose(derivative, central, rtol=1e-6)
 
 
-def test_discrete_adjoint_is_reverse_mode_only():
-    f0 = initial(GRID_1D)
+@pytest.mark.parametrize("case", list(CASES))
+def test_discrete_adjoint_is_reverse_mode_only(case):
+    """Each solver really takes the custom_vjp path: forward mode refuses it."""
+    W, b = parameters(case)
     with pytest.raises(TypeError, match="custom_vjp"):
-        jax.jacfwd(loss, argnums=2)("vlasov_muscl_1d", W_1D, B_1D, f0, "discrete")
+        jax.jacfwd(loss, argnums=2)(case, W, b, initial(CASES[case][0]), "discrete")

@@ -3,7 +3,7 @@
 The bytes of the compiled gradient (XLA's temporary buffers), not time: with the default checkpointed
 adjoint and with the discrete adjoint, 10x the steps per save interval (100 -> 1000, where the segments
 nest one level deeper) must cost well under the √10 ≈ 3.2x of one level of √n segments, while storing
-every step grows ~10x.
+every step grows ~10x; the discrete adjoint needs less than the checkpointed one.
 """
 
 import jax
@@ -30,13 +30,13 @@ def gradient_temp_bytes(solver: str, steps: int, adjoint: str) -> int:
     return compiled.memory_analysis().temp_size_in_bytes
 
 
-def growth(solver: str, adjoint: str) -> float:
-    return gradient_temp_bytes(solver, 1000, adjoint) / gradient_temp_bytes(solver, 100, adjoint)
-
-
 @pytest.mark.parametrize("solver", ["vlasov", "fokker_planck"])
 def test_gradient_memory_grows_far_slower_than_the_number_of_steps(solver):
-    checkpointed, discrete, direct = (growth(solver, a) for a in ("checkpointed", "discrete", "direct"))
-    assert checkpointed < 2.0, checkpointed
-    assert discrete < 2.0, discrete
-    assert direct > 7.0, direct
+    nbytes = {(a, steps): gradient_temp_bytes(solver, steps, a)
+              for a in ("checkpointed", "discrete", "direct") for steps in (100, 1000)}
+    growth = {a: nbytes[a, 1000] / nbytes[a, 100] for a in ("checkpointed", "discrete", "direct")}
+    assert growth["checkpointed"] < 2.0, growth
+    assert growth["discrete"] < 2.0, growth
+    assert growth["direct"] > 7.0, growth
+    # the discrete adjoint differentiates one step at a time, without the nested checkpoint transforms
+    assert nbytes["discrete", 1000] < 0.9 * nbytes["checkpointed", 1000], nbytes
