@@ -97,6 +97,11 @@ def _constant_diffusion(x: Array, K: Array) -> Array:
     return K
 
 
+def _call_converted(static: PyTree, x: Array, hoisted: PyTree) -> Array:
+    """K(x) of a closure-converted K, from its static part and its hoisted arrays."""
+    return eqx.combine(hoisted, static)(x)
+
+
 def _diffusion_at(diffusion: Callable, consts: tuple, x: Array) -> Array:
     """K at particles x of shape (n, d), shaped (), (n, 1) or (n, d) to broadcast over x."""
     K = jnp.asarray(diffusion(x, *consts)).astype(x.dtype)
@@ -160,8 +165,9 @@ class NeuralEulerStep(AbstractAdjointStep):
         if self.feedback is not None:
             p_prev = p_prev + self.dt * self.feedback * jnp.mean(s, axis=1, keepdims=True)
         d_consts = ()
-        if self.diffusion is not None:
-            _, noise_vjp = jax.vjp(lambda y, c: self._noise(y, c, xi), x, consts)
+        if self.diffusion is not None:  # no cotangent for integer arrays among K's arrays
+            c_diff, c_rest = eqx.partition(consts, eqx.is_inexact_array)
+            _, noise_vjp = jax.vjp(lambda y, c: self._noise(y, eqx.combine(c, c_rest), xi), x, c_diff)
             d_x, d_consts = noise_vjp(p)
             p_prev = p_prev + d_x
         d_W = (self.dt * (s @ x.T)).astype(W_l.dtype)
@@ -216,8 +222,10 @@ def _field_flow(field: AbstractField, x0, diffusion, consts, key, adjoint):
 def _resnet_kernel(field, x0, save_every, diffusion, consts, key, adjoint):
     """The jit-compiled ResNet (traced once per field structure, shapes and static options)."""
     if diffusion is not None and diffusion is not _constant_diffusion:
-        diffusion, hoisted = jax.closure_convert(diffusion, x0)
-        consts = (*consts, *hoisted)
+        # every array K closes over (integers too) becomes an argument, so the custom VJP sees no stale tracer
+        converted = eqx.filter_closure_convert(diffusion, x0)
+        hoisted, static = eqx.partition(converted, eqx.is_array)
+        diffusion, consts = functools.partial(_call_converted, static), (*consts, hoisted)
     setup = _neural_flow if type(field) is NeuralField else _field_flow
     x, xs, flow, to_particles = setup(field, x0, diffusion, consts, key, adjoint)
     if save_every is None:

@@ -172,6 +172,26 @@ def test_gradient_with_respect_to_a_parameter_of_the_diffusion():
     assert abs(float(want[0])) > 1e-2
 
 
+def test_diffusion_closing_over_a_traced_integer():
+    """K(x) = κ (1 + m x₁²) with m a traced integer: every array K closes over reaches the custom VJP as an
+    argument (a stale integer tracer inside it would fail the backward pass)."""
+    W, b, x0 = problem(2, seed=6, layers=5)
+    key = jax.random.PRNGKey(3)
+
+    def J(kappa, W, m, adjoint):
+        K = lambda x: kappa * (1.0 + m.astype(x.dtype) * x[:, 0] ** 2)  # noqa: E731
+        if adjoint is None:
+            return loss_of_output(plain_forward(W, b, x0, "tanh", diffusion=K, key=key))
+        field = mfj.NeuralField(W, b, activation="tanh", T=T)
+        return loss_of_output(mfj.resnet_forward(field, x0, diffusion=K, key=key, adjoint=adjoint))
+
+    grad = jax.jit(jax.grad(J, argnums=(0, 1)), static_argnums=3)
+    kappa, m = jnp.asarray(0.4), jnp.asarray(2, jnp.int32)
+    want = grad(kappa, W, m, None)
+    assert_round_off(grad(kappa, W, m, "discrete"), want)
+    assert abs(float(want[0])) > 1e-2
+
+
 def test_trajectory_gradient_with_save_every():
     """A loss on the saved states x_0, x_2, x_4, x_6: cotangents enter in the middle of the depth."""
     layers, every = 6, 2
