@@ -53,6 +53,7 @@ from .field import AbstractField
 from .grid import Grid1D, Grid2D
 from .kinetic_common import (
     check_choice,
+    check_max_steps,
     density_mean,
     grid_axes,
     is_traced,
@@ -459,9 +460,7 @@ def solve_fokker_planck(
         if method == "explicit":
             raise ValueError(f"dt={dt!r} is the fixed step of method='implicit'; explicit steps follow cfl")
         dt = _check_number("dt", dt, 0.0, math.inf, True, "(0, inf)")
-    bad_bound = isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
-    if max_steps is not None and bad_bound:
-        raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
+    check_max_steps(max_steps)
     save = resolve_save_times(t_final, save_at, field.T, t0)
     t0 = float(t0)
     f0 = validate_density(f0, grid)

@@ -39,6 +39,7 @@ __all__ = [
     "advection_rate_bound",
     "cell_outflow_rates",
     "check_choice",
+    "check_max_steps",
     "courant_velocities",
     "density_mean",
     "face_velocities",
@@ -74,6 +75,14 @@ def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"unknown {name}={value!r}; allowed values: {', '.join(map(repr, allowed))}")
     return value
+
+
+def check_max_steps(max_steps: Any) -> None:
+    """A ValueError unless ``max_steps`` is None or a positive integer (not a bool)."""
+    if max_steps is not None and (
+        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
+    ):
+        raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
 
 
 def is_traced(tree: Any) -> bool:

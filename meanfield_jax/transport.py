@@ -51,6 +51,7 @@ from .kinetic_common import (
     SSP_STEPPERS,
     advection_rate_bound,
     check_choice,
+    check_max_steps,
     courant_velocities,
     density_mean,
     face_velocities,
@@ -233,10 +234,7 @@ def prepare_vlasov(
         _check_cfl(cfl, scheme),
         check_choice("adjoint", adjoint, ADJOINTS),
     )
-    if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
-    ):
-        raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
+    check_max_steps(max_steps)
     save = resolve_save_times(t_final, save_at, field.T, t0)
     t0 = float(t0)
     if is_traced(field):
