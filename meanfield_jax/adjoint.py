@@ -46,6 +46,7 @@ __all__ = [
     "check_adjoint",
     "checkpoint_interval",
     "checkpointed_scan",
+    "materialised_vjp",
     "segment_plan",
     "zero_cotangent",
 ]
@@ -193,6 +194,45 @@ class VJPStep(AbstractAdjointStep):
         p_diff, p_rest = eqx.partition(p, eqx.is_inexact_array)
         p_x, d_shared = vjp(p_diff)
         return eqx.combine(p_x, p_rest), None, d_shared
+
+
+def materialised_vjp(fn: Callable[..., PyTree]) -> Callable[..., PyTree]:
+    """``fn`` itself, with the same cotangents, computed so that XLA materialises them before any consumer.
+
+    XLA fuses elementwise work into its consumers, duplicating it where need be, but not across a
+    conditional. In JAX's VJP of a stencil, the cotangents of all inputs come from one chain of elementwise
+    operations; when one of them feeds a reduction (the cotangent of a scalar Δt folded into the face
+    velocities), XLA re-evaluates the stencil's adjoint inside the reduction's kernel, which runs on one
+    thread on CPU. Here the VJP of ``fn`` runs inside ``lax.cond``: its cotangents are computed once, by
+    kernels split across threads, and reductions then read them. The predicate is "some cotangent is
+    non-zero" (otherwise the VJP, being linear in the cotangent, is zero), so the conditional is exact, and
+    under ``jax.vmap`` (where it becomes a select) the second branch costs only zeros.
+
+    ``fn`` maps floating-point arrays (pytrees) to floating-point arrays and must not close over traced
+    values. The result is a ``jax.custom_vjp``: reverse mode only, so it is used by the discrete adjoint
+    (:class:`VJPStep`), which has no forward mode anyway.
+    """
+
+    @jax.custom_vjp
+    def call(*args):
+        return fn(*args)
+
+    def forward(*args):
+        return fn(*args), args
+
+    def backward(args, cotangent):
+        def vjp(operands):
+            primals, ct = operands
+            return jax.vjp(fn, *primals)[1](ct)
+
+        def zero(operands):
+            return jax.tree.map(jnp.zeros_like, operands[0])
+
+        nonzero = jnp.stack([jnp.any(leaf != 0) for leaf in jax.tree.leaves(cotangent)]).any()
+        return jax.lax.cond(nonzero, vjp, zero, (args, cotangent))
+
+    call.defvjp(forward, backward)
+    return call
 
 
 def _forward_only(step: AbstractAdjointStep, shared: PyTree) -> Callable[[Array, Any], Array]:

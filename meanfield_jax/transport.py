@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from .adjoint import materialised_vjp
 from .dispatch import jit_arrays
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
@@ -133,10 +134,17 @@ def _increment(
     f, _ = state
     if field.feedback is not None:
         velocities = face_velocities(field, layer, grid, config.boundary, density_mean(f, grid))
-    fluxes = [
-        upwind_flux(f, c, a, config.scheme, config.limiter, config.boundary, ax.dx)
-        for a, (c, ax) in enumerate(zip(courant_velocities(velocities, grid, dt), grid_axes(grid)))
-    ]
+    axes = grid_axes(grid)
+
+    def face_fluxes(f, *courant):
+        return [
+            upwind_flux(f, c, a, config.scheme, config.limiter, config.boundary, ax.dx)
+            for a, (c, ax) in enumerate(zip(courant, axes))
+        ]
+
+    if config.adjoint == "discrete" and grid.d == 1:  # measured: faster in 1-D, no gain in 2-D
+        face_fluxes = materialised_vjp(face_fluxes)
+    fluxes = face_fluxes(f, *courant_velocities(velocities, grid, dt))
     return flux_difference(fluxes), wall_masses(fluxes, grid, config.boundary)
 
 
