@@ -6,6 +6,7 @@
   ``repeats`` timed calls of the compiled executable; the median (and minimum) wall time and the process
   CPU time, which is steadier than wall time on a machine shared with other work.
 * :func:`measure`: the same for any callable (NumPy loops, peers with their own compilation).
+* :func:`time_compiled_interleaved`: compile several functions, then time them round-robin.
 * :func:`time_interleaved`: several calls timed round-robin after one warm-up each, so that bursts of
   load from other processes fall on all of them alike (the ratios between them stay fair).
 * :func:`xla_memory`: XLA's argument / output / temporary buffer sizes of a compiled executable (the
@@ -199,6 +200,25 @@ def time_interleaved(
             cpu[name].append(time.process_time() - start_cpu)
     timings = {name: {"first_call_s": first[name], **_summary(wall[name], cpu[name])} for name in calls}
     return timings, outputs
+
+
+def time_compiled_interleaved(
+    jitted: dict[str, tuple[Callable, Sequence[Any]]],
+    repeats: int,
+    budget_s: float,
+    plain: dict[str, Callable[[], Any]] | None = None,
+) -> tuple[dict[str, dict], dict[str, Any], dict[str, Any]]:
+    """Compile each jitted ``(fn, args)`` (compile time apart), then time them, and the ``plain`` calls,
+    round-robin with :func:`time_interleaved`. Returns (timing per name, with ``compile_s`` for the jitted
+    ones; the compiled executables; the last output per name)."""
+    calls, compile_s, compiled = {}, {}, {}
+    for name, (fn, args) in jitted.items():
+        compiled[name], compile_s[name] = compile_jitted(fn, args)
+        calls[name] = lambda exe=compiled[name], args=args: jax.block_until_ready(exe(*args))
+    timings, outputs = time_interleaved({**calls, **(plain or {})}, repeats, budget_s)
+    for name, seconds in compile_s.items():
+        timings[name] = {"compile_s": seconds, **timings[name]}
+    return timings, compiled, outputs
 
 
 def xla_memory(compiled) -> dict | None:

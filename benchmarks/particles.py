@@ -51,14 +51,13 @@ import meanfield_jax as mfj
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
-    compile_jitted,
     compute_limits,
     label_loglog_axes,
     new_payload,
     particle_step_limit_s,
     save_figure,
     save_payload,
-    time_interleaved,
+    time_compiled_interleaved,
     xla_memory,
 )
 
@@ -144,31 +143,20 @@ def _rate(case: Case, timing: dict) -> float:
     return case.particle_steps / timing["median_s"]
 
 
-def _timed_group(jitted: dict, plain: dict, repeats: int) -> tuple[dict, dict, dict]:
-    """Compile each jitted (fn, args) (compile time apart), then time all calls interleaved."""
-    calls, compile_s, compiled = {}, {}, {}
-    for name, (fn, args) in jitted.items():
-        compiled[name], compile_s[name] = compile_jitted(fn, args)
-        calls[name] = lambda exe=compiled[name], args=args: jax.block_until_ready(exe(*args))
-    timings, outputs = time_interleaved({**calls, **plain}, repeats, BUDGET_S)
-    for name, seconds in compile_s.items():
-        timings[name] = {"compile_s": seconds, **timings[name]}
-    return timings, compiled, outputs
-
-
 def run_case(case: Case, repeats: int, limits: dict, numpy_peer: bool = True) -> dict:
     W, b, x = problem(case)
     field = mfj.NeuralField(W, b, activation="tanh", T=T)
     x_dn = jnp.asarray(x.T)  # diffrax's fastest layout, handed over for free
     Wn, bn, xn = (np.asarray(a) for a in (W, b, x))
-    forward, compiled, y = _timed_group(
+    forward, compiled, y = time_compiled_interleaved(
         {
             "ours": (ours_forward, (field, x)),
             "diffrax_particles_last": (lambda W, b, y: diffrax_solve(W, b, y, True), (W, b, x_dn)),
             "diffrax_particles_first": (lambda W, b, y: diffrax_solve(W, b, y, False), (W, b, x)),
         },
-        {"numpy": lambda: numpy_forward(Wn, bn, xn)} if numpy_peer else {},
         repeats,
+        BUDGET_S,
+        {"numpy": lambda: numpy_forward(Wn, bn, xn)} if numpy_peer else {},
     )
     memory = {"ours_forward": xla_memory(compiled["ours"])}
     agreement = {
@@ -180,15 +168,15 @@ def run_case(case: Case, repeats: int, limits: dict, numpy_peer: bool = True) ->
     if numpy_peer:
         agreement["forward_max_abs_diff_numpy"] = float(np.max(np.abs(np.asarray(y["ours"]) - y["numpy"])))
 
-    grad, compiled, g = _timed_group(
+    grad, compiled, g = time_compiled_interleaved(
         {
             "ours_discrete": (ours_gradient("discrete"), (field, x)),
             "ours_checkpointed": (ours_gradient("checkpointed"), (field, x)),
             "diffrax_particles_last": (diffrax_gradient(True), (W, b, x_dn)),
             "diffrax_particles_first": (diffrax_gradient(False), (W, b, x)),
         },
-        {},
         repeats,
+        BUDGET_S,
     )
     memory.update({f"{name}_gradient": xla_memory(exe) for name, exe in compiled.items()})
     reference = g["diffrax_particles_last"][0]
@@ -246,7 +234,7 @@ def run_depth_scan(n: int, d: int, depths: list[int], repeats: int) -> dict:
         W, b, x = problem(Case(n, d, layers))
         field = mfj.NeuralField(W, b, activation="tanh", T=T)
         x_dn = jnp.asarray(x.T)
-        timings, compiled, _ = _timed_group(
+        timings, compiled, _ = time_compiled_interleaved(
             {
                 "ours_forward": (ours_forward, (field, x)),
                 "ours_discrete_gradient": (ours_gradient("discrete"), (field, x)),
@@ -254,8 +242,8 @@ def run_depth_scan(n: int, d: int, depths: list[int], repeats: int) -> dict:
                 "diffrax_forward": (lambda W, b, y: diffrax_solve(W, b, y, True), (W, b, x_dn)),
                 "diffrax_gradient": (diffrax_gradient(True), (W, b, x_dn)),
             },
-            {},
             repeats,
+            BUDGET_S,
         )
         row = {"layers": layers}
         for name, timing in timings.items():
