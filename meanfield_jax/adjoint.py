@@ -204,9 +204,12 @@ def materialised_vjp(fn: Callable[..., PyTree]) -> Callable[..., PyTree]:
     operations; when one of them feeds a reduction (the cotangent of a scalar Δt folded into the face
     velocities), XLA re-evaluates the stencil's adjoint inside the reduction's kernel, which runs on one
     thread on CPU. Here the VJP of ``fn`` runs inside ``lax.cond``: its cotangents are computed once, by
-    kernels split across threads, and reductions then read them. The predicate is "some cotangent is
-    non-zero" (otherwise the VJP, being linear in the cotangent, is zero), so the conditional is exact, and
-    under ``jax.vmap`` (where it becomes a select) the second branch costs only zeros.
+    kernels split across threads, and reductions then read them. The residuals are the inputs alone: the
+    backward pass evaluates ``fn`` again inside its VJP (as under ``jax.checkpoint``). The predicate is
+    "some cotangent is non-zero"; otherwise the VJP, being linear in the cotangent, is zero for finite
+    inputs, and zero is returned (where 0 · inf would have given NaN). Under ``jax.vmap`` the conditional
+    becomes a select: the values are the same and the second branch costs only zeros, but XLA may fuse
+    across a select again.
 
     ``fn`` maps floating-point arrays (pytrees) to floating-point arrays and must not close over traced
     values. The result is a ``jax.custom_vjp``: reverse mode only, so it is used by the discrete adjoint

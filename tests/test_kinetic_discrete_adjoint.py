@@ -138,11 +138,12 @@ def test_materialised_vjp_has_the_values_and_cotangents_of_the_function():
 
 
 def test_materialised_vjp_under_vmap_and_not_in_forward_mode():
-    """Batched cotangents (some all zero) give each example's own VJP; forward mode refuses it."""
-    f = jax.random.uniform(jax.random.key(2), (3, 9))
+    """Batched cotangents (zero in one output, the other, both or none) give each example's own VJP;
+    forward mode refuses it."""
+    f = jax.random.uniform(jax.random.key(2), (4, 9))
     c = jnp.linspace(-1.0, 1.0, 8)
-    g = jnp.stack([jnp.zeros(8), jnp.ones(8), jnp.linspace(-2.0, 3.0, 8)])
-    h = jnp.stack([jnp.zeros(4), jnp.zeros(4), jnp.ones(4)])
+    g = jnp.stack([jnp.zeros(8), jnp.ones(8), jnp.zeros(8), jnp.linspace(-2.0, 3.0, 8)])
+    h = jnp.stack([jnp.zeros(4), jnp.zeros(4), jnp.ones(4), jnp.ones(4)])
 
     def pullback(fn, f, g, h):
         return jax.vjp(fn, f, c)[1]([g, h])
@@ -153,3 +154,35 @@ def test_materialised_vjp_under_vmap_and_not_in_forward_mode():
             np.testing.assert_allclose(a, b, rtol=1e-15, atol=1e-15)
     with pytest.raises(TypeError, match="custom_vjp"):
         jax.jvp(mfj.adjoint.materialised_vjp(_limited_fluxes), (f[0], c), (f[0], c))
+
+
+# grids no other test uses, so that the solver is traced afresh and the spy below sees the trace
+FRESH_GRIDS = {"1d": mfj.Grid1D(-4.0, 4.0, 37), "2d": mfj.Grid2D((-3.0, 3.0, 9), (-2.0, 2.0, 7))}
+
+
+@pytest.mark.parametrize("dim", list(FRESH_GRIDS))
+def test_only_discrete_1d_transport_materialises_the_flux_cotangents(monkeypatch, dim):
+    """The 1-D discrete adjoint routes the face fluxes through materialised_vjp; the checkpointed adjoint
+    (which needs forward mode) and the 2-D solver (no faster with it) do not."""
+    grid = FRESH_GRIDS[dim]
+    calls = []
+
+    def spy(fn):
+        calls.append(fn)
+        return mfj.adjoint.materialised_vjp(fn)
+
+    monkeypatch.setattr(mfj.transport, "materialised_vjp", spy)
+    W, b = (W_1D, B_1D) if grid.d == 1 else (W_2D, B_2D)
+    f0 = initial(grid)
+
+    def final_moment(W, adjoint):
+        field = mfj.NeuralField(W, b, activation="tanh", T=1.0)
+        f = mfj.solve_vlasov(field, f0, grid, adjoint=adjoint, max_steps=40).f[-1]
+        return jnp.sum(f * jnp.arange(f.size).reshape(f.shape))
+
+    counts = []
+    for adjoint in ("checkpointed", "discrete"):
+        jax.grad(final_moment)(W, adjoint)
+        counts.append(len(calls))
+    assert counts[0] == 0
+    assert (counts[1] > 0) == (grid.d == 1)
