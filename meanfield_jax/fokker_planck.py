@@ -35,6 +35,7 @@ a non-negative density can have (a corner of the box of cell centres suffices si
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from functools import partial
@@ -470,15 +471,17 @@ def solve_fokker_planck(
             "so the number of steps cannot be computed: pass max_steps= (a bound on the steps between two "
             "save times), or a fixed dt= with method='implicit'"
         )
-    if not callable(diffusion):
-        diffusion = _constant_diffusion(diffusion, strict=False)
-    disc, check, rate = _prepare(grid, diffusion, field, method, dt is None)
-    disc = _guard(disc, check, strict=False)
-    if dt is None:  # the step follows the field (and K): traced under jax.grad, so gradients see it
-        step = _time_step(rate, cfl, save[-1] - t0)
-        steps = _scan_length(save, layer_stops(field), _concrete(step), max_steps, t0)
-    else:
-        step, steps = dt, _scan_length(save, layer_stops(field), dt, max_steps, t0)
+    # with a concrete field and K (closed over by an outer jax.jit, say), the step is counted now
+    with contextlib.nullcontext() if is_traced((field, diffusion)) else jax.ensure_compile_time_eval():
+        if not callable(diffusion):
+            diffusion = _constant_diffusion(diffusion, strict=False)
+        disc, check, rate = _prepare(grid, diffusion, field, method, dt is None)
+        disc = _guard(disc, check, strict=False)
+        if dt is None:  # the step follows the field (and K): traced under jax.grad, so gradients see it
+            step = _time_step(rate, cfl, save[-1] - t0)
+            steps = _scan_length(save, layer_stops(field), _concrete(step), max_steps, t0)
+        else:
+            step, steps = dt, _scan_length(save, layer_stops(field), dt, max_steps, t0)
     dt = jnp.asarray(step, f0.dtype)
     save_times = tuple(save.tolist())
     return _solve(field, f0, disc, dt, save_times, steps, method, jnp.asarray(theta), adjoint, t0)

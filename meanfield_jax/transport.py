@@ -252,9 +252,10 @@ def prepare_vlasov(
                 "computed: pass max_steps= (a bound on the steps between two save times)"
             )
         steps = max_steps
-    else:
-        rate = _advection_rate_bound(field, grid, boundary)
-        dt = float(_step_from_rate(rate, config.cfl, float(save[-1]) - t0))
+    else:  # a concrete field (closed over by an outer jax.jit, say): count the steps now
+        with jax.ensure_compile_time_eval():
+            rate = _advection_rate_bound(field, grid, boundary)
+            dt = float(_step_from_rate(rate, config.cfl, float(save[-1]) - t0))
         needed = steps_per_save_interval(save, layer_stops(field), dt, t0)
         if max_steps is not None and needed > max_steps:
             raise ValueError(f"max_steps={max_steps} is too small: {needed} steps are needed between saves")
