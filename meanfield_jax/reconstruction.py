@@ -135,7 +135,15 @@ def cweno3(f: Array, eps: Array | float, axis: int = -1) -> Edges:
 
     ε should scale like (Δx · typical f)²; the weights are evaluated as C_k / (1 + IS_k/ε)², which equals
     ε² C_k / (ε + IS_k)² and cannot overflow. With ε = 0 (data identically zero) the linear weights are used.
+    In 1-D the edge values are written to memory before the face fluxes read them (:func:`_materialised`).
     """
+    # measured: on 10⁵ cells the gradient 2.2x faster (forward 2 %); on 256² the gradient 1.4x slower
+    if f.ndim == 1:
+        return _materialised(lambda f: _cweno3_edges(f, eps, axis), f)
+    return _cweno3_edges(f, eps, axis)
+
+
+def _cweno3_edges(f: Array, eps: Array | float, axis: int) -> Edges:
     left, centre, right = _stencil(f, axis)
     d_minus, d_plus = centre - left, right - centre
     d2 = d_plus - d_minus  # f̄_{i+1} − 2 f̄_i + f̄_{i−1}
