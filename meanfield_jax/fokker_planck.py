@@ -35,7 +35,6 @@ a non-negative density can have (a corner of the box of cell centres suffices si
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from functools import partial
@@ -398,6 +397,18 @@ def _scan_length(
     return max_steps
 
 
+def _step_now(
+    field: AbstractField, grid: Grid1D | Grid2D, diffusion: Any, method: str, cfl: float, span: float
+) -> float | None:
+    """The CFL step evaluated now, for counting the steps when the solve is staged (an outer jax.jit closing
+    over a concrete field and K); None if it still depends on traced values (a K closing over a tracer)."""
+    with jax.ensure_compile_time_eval():
+        if not callable(diffusion):
+            diffusion = _constant_diffusion(diffusion, strict=False)
+        rate = _prepare(grid, diffusion, field, method, True)[2]
+        return _concrete(_time_step(rate, cfl, span))
+
+
 def _concrete(x: Array) -> float | None:
     try:
         return float(x)
@@ -471,17 +482,19 @@ def solve_fokker_planck(
             "so the number of steps cannot be computed: pass max_steps= (a bound on the steps between two "
             "save times), or a fixed dt= with method='implicit'"
         )
-    # with a concrete field and K (closed over by an outer jax.jit, say), the step is counted now
-    with contextlib.nullcontext() if is_traced((field, diffusion)) else jax.ensure_compile_time_eval():
-        if not callable(diffusion):
-            diffusion = _constant_diffusion(diffusion, strict=False)
-        disc, check, rate = _prepare(grid, diffusion, field, method, dt is None)
-        disc = _guard(disc, check, strict=False)
-        if dt is None:  # the step follows the field (and K): traced under jax.grad, so gradients see it
-            step = _time_step(rate, cfl, save[-1] - t0)
-            steps = _scan_length(save, layer_stops(field), _concrete(step), max_steps, t0)
-        else:
-            step, steps = dt, _scan_length(save, layer_stops(field), dt, max_steps, t0)
+    given_diffusion = diffusion
+    if not callable(diffusion):
+        diffusion = _constant_diffusion(diffusion, strict=False)
+    disc, check, rate = _prepare(grid, diffusion, field, method, dt is None)
+    disc = _guard(disc, check, strict=False)
+    if dt is None:  # the step follows the field (and K): traced under jax.grad, so gradients see it
+        step = _time_step(rate, cfl, save[-1] - t0)
+        count_with = _concrete(step)
+        if count_with is None and not is_traced((field, given_diffusion)):
+            count_with = _step_now(field, grid, given_diffusion, method, cfl, save[-1] - t0)
+        steps = _scan_length(save, layer_stops(field), count_with, max_steps, t0)
+    else:
+        step, steps = dt, _scan_length(save, layer_stops(field), dt, max_steps, t0)
     dt = jnp.asarray(step, f0.dtype)
     save_times = tuple(save.tolist())
     return _solve(field, f0, disc, dt, save_times, steps, method, jnp.asarray(theta), adjoint, t0)

@@ -130,7 +130,10 @@ def _materialised(fn: Callable[..., Any], x: Array, *rest: Array) -> Any:
 
 
 def _behind_conditional(fn: Callable[..., Any], *operands: Array) -> Any:
-    middle = operands[0].ravel()[operands[0].size // 2]  # not a ghost cell: its constant would fold
+    x = operands[0]
+    if x.size == 0:
+        return fn(*operands)
+    middle = x.ravel()[x.size // 2]  # not a ghost cell: its constant would fold
     return jax.lax.cond(middle == middle, fn, fn, *operands)
 
 
@@ -160,7 +163,7 @@ def cweno3(f: Array, eps: Array | float, axis: int = -1) -> Edges:
     ε² C_k / (ε + IS_k)² and cannot overflow. With ε = 0 (data identically zero) the linear weights are used.
     The edge values are written to memory before the face fluxes read them (:func:`_materialised`).
     """
-    return _materialised(lambda f, eps: _cweno3_edges(f, eps, axis), f, jnp.asarray(eps, f.dtype))
+    return _materialised(lambda f, eps: _cweno3_edges(f, eps, axis), f, jnp.asarray(eps))
 
 
 def _cweno3_edges(f: Array, eps: Array | float, axis: int) -> Edges:

@@ -187,3 +187,19 @@ def test_solvers_run_under_an_outer_jit_and_vmap_that_close_over_the_field(solve
     batched, _ = jax.jit(jax.vmap(final))(f0s)
     for k, (f_k, _) in enumerate(eager):
         np.testing.assert_allclose(batched[k], f_k, rtol=0, atol=1e-13)
+
+
+def test_fokker_planck_under_jit_with_a_diffusion_closing_over_a_traced_value():
+    """K(x) = k with k traced (a closure, which is_traced cannot see): the step is traced, max_steps
+    bounds the loop, nothing is evaluated eagerly, and the result is the eager solve's."""
+    grid = mfj.Grid1D(-4.0, 4.0, 48)
+    field = mfj.NeuralField(jnp.array([[-1.0]]), jnp.array([0.3]), activation="tanh", T=1.0)
+    f0 = grid.project(lambda x: jnp.exp(-2.0 * (x - 0.5) ** 2))
+
+    def final(k):
+        diffusion = lambda x: k * (1.0 + 0.0 * x)  # noqa: E731
+        return mfj.solve_fokker_planck(field, f0, grid, diffusion=diffusion, max_steps=400).f[-1]
+
+    np.testing.assert_allclose(jax.jit(final)(0.3), final(0.3), rtol=0, atol=1e-13)
+    batched = jax.vmap(final)(jnp.array([0.2, 0.3]))
+    np.testing.assert_allclose(batched[1], final(0.3), rtol=0, atol=1e-13)
