@@ -116,8 +116,10 @@ def _diffusion_rule(strict: bool) -> str:
     return f"diffusion must be finite and {'> 0 on the interior faces' if strict else '>= 0'} on the grid"
 
 
-def _constant_diffusion(diffusion: Any, strict: bool) -> Array:
-    """A constant K as a 0-d array; a concrete one is checked here, before anything is compiled."""
+def _checked_diffusion(diffusion: Any, strict: bool) -> Diffusion:
+    """A callable K as it is; a constant K as a 0-d array, checked here if concrete (before compiling)."""
+    if callable(diffusion):
+        return diffusion
     try:
         K = jnp.asarray(diffusion)
     except TypeError as exc:
@@ -403,8 +405,7 @@ def _step_now(
     """The CFL step evaluated now, for counting the steps when the solve is staged (an outer jax.jit closing
     over a concrete field and K); None if it still depends on traced values (a K closing over a tracer)."""
     with jax.ensure_compile_time_eval():
-        if not callable(diffusion):
-            diffusion = _constant_diffusion(diffusion, strict=False)
+        diffusion = _checked_diffusion(diffusion, strict=False)
         rate = _prepare(grid, diffusion, field, method, True)[2]
         return _concrete(_time_step(rate, cfl, span))
 
@@ -483,8 +484,7 @@ def solve_fokker_planck(
             "save times), or a fixed dt= with method='implicit'"
         )
     given_diffusion = diffusion
-    if not callable(diffusion):
-        diffusion = _constant_diffusion(diffusion, strict=False)
+    diffusion = _checked_diffusion(diffusion, strict=False)
     disc, check, rate = _prepare(grid, diffusion, field, method, dt is None)
     disc = _guard(disc, check, strict=False)
     if dt is None:  # the step follows the field (and K): traced under jax.grad, so gradients see it
@@ -566,7 +566,6 @@ def fokker_planck_steady_state(
     L = field.num_layers
     if isinstance(layer, bool) or not isinstance(layer, int | np.integer) or not -L <= layer < L:
         raise ValueError(f"layer must be an integer in [{-L}, {L}) (the field has {L} layers), got {layer!r}")
-    if not callable(diffusion):
-        diffusion = _constant_diffusion(diffusion, strict=True)
+    diffusion = _checked_diffusion(diffusion, strict=True)
     f, check = _steady_state(field, grid, diffusion, jnp.asarray(int(layer) % L))
     return _guard(f, check, strict=True)
