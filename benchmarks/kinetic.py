@@ -31,6 +31,10 @@ and as the rise of the process's resident memory over one extra untimed run, sam
 (all solvers; a lower bound, since freed memory is reused); the L1 distance of each peer's f(t_final) to
 ours (a check that both solve one problem); the throughput ratios ours / peer; and gradient / forward.
 
+Layer scan: the forward pass and both gradients of 1-D transport and Fokker–Planck on 10⁴ cells with fields
+of 1, 10 and 50 equal layers (the same drift; the steps also land on the layer boundaries), and the
+gradient's time at 50 layers over that at one.
+
 Run ``python benchmarks/kinetic.py [--quick]``; the results go to ``benchmarks/results/kinetic-<time>.json``
 with a log–log plot of the time per step against the number of cells next to it (never overwritten).
 """
@@ -64,6 +68,7 @@ from meanfield_jax.transport import cfl_time_step
 CFL = 0.5
 GRADIENT_BUDGET_S = 10.0  # rounds of (forward, two gradients) timed: as many as fit, >= --repeats, <= 50
 GOALS = {"throughput_ratio_to_py_pde_at_least": 5.0, "gradient_to_forward_at_most": 5.0}
+LAYER_SCAN = (1, 10, 50)  # layers of the field in the layer scan
 
 
 # ---- the problems -----------------------------------------------------------------------------------------
@@ -113,10 +118,12 @@ class Problem:
             return mfj.Grid1D(lo, hi, self.n)
         return mfj.Grid2D((lo, hi, self.n), (lo, hi, self.n))
 
-    def field(self, T: float) -> mfj.NeuralField:
-        """One layer (the drift is constant in time), so no layer boundary cuts the steps; the default float
-        type (float64 under ``jax.enable_x64(True)``, else float32)."""
+    def field(self, T: float, layers: int = 1) -> mfj.NeuralField:
+        """One layer by default (the drift is constant in time), so no layer boundary cuts the steps; with
+        ``layers`` > 1 that many equal layers (the same drift, and layer boundaries every T/layers); the
+        default float type (float64 under ``jax.enable_x64(True)``, else float32)."""
         W, b = (jnp.asarray(a, jnp.result_type(float)) for a in self.weights)
+        W, b = jnp.tile(W, (layers, 1, 1)), jnp.tile(b, (layers, 1))
         return mfj.NeuralField(W, b, activation=self.activation, T=T)
 
     def initial_density(self) -> jax.Array:
@@ -217,16 +224,16 @@ def run_ours(problem: Problem, t_final: float, repeats: int) -> tuple[dict, np.n
 
 
 @jax.enable_x64(True)
-def run_gradient(problem: Problem, t_final: float, repeats: int) -> dict:
+def run_gradient(problem: Problem, t_final: float, repeats: int, layers: int = 1) -> dict:
     """Gradient of the first moment of f(t_final) w.r.t. (W, b) against the forward pass, all compiled
-    with the field traced (``max_steps`` = S): "gradient" by the checkpointed adjoint, "gradient_discrete"
-    by the discrete adjoint; the three are timed round-robin, so that their ratios are taken under the
-    same load."""
-    field = problem.field(t_final)
+    with the field traced (``max_steps`` = S, plus one step per layer boundary): "gradient" by the
+    checkpointed adjoint, "gradient_discrete" by the discrete adjoint; the three are timed round-robin, so
+    that their ratios are taken under the same load."""
+    field = problem.field(t_final, layers)
     f0 = problem.initial_density()
 
     def loss(fld, f, adjoint="checkpointed"):
-        sol = solve_ours(problem, fld, f, max_steps=problem.steps, adjoint=adjoint)
+        sol = solve_ours(problem, fld, f, max_steps=problem.steps + layers - 1, adjoint=adjoint)
         return first_moment(problem, sol.f[-1])
 
     runs = {
@@ -353,6 +360,37 @@ def run_case(problem: Problem, repeats: int) -> dict:
     return result
 
 
+@jax.enable_x64(True)
+def layer_scan(quick: bool, repeats: int) -> list[dict]:
+    """Forward and gradient time against the number of (equal) layers of the field, 10⁴ cells: a gradient
+    through L layers should cost about what it costs through one (same steps, plus one per boundary)."""
+    rows = []
+    for kind in ("transport_1d", "fokker_planck_1d"):
+        problem = Problem(kind, 10**4, 100 if quick else 200)
+        t_final = problem.steps * problem.time_step() * (1.0 - 1e-9)
+        for layers in LAYER_SCAN:
+            timing = run_gradient(problem, t_final, repeats, layers)
+            rows.append({
+                "case": kind, "cells": problem.cells, "steps": problem.steps, "layers": layers,
+                **{name: timing[name]["median_s"] for name in ("forward", "gradient", "gradient_discrete")},
+                "gradient_to_forward": timing["gradient_to_forward"],
+                "discrete_gradient_to_forward": timing["discrete_gradient_to_forward"],
+            })
+            print(f"layer scan {kind} L={layers:3d}: forward {rows[-1]['forward']:.3g} s, gradient "
+                  f"{rows[-1]['gradient']:.3g} s, discrete {rows[-1]['gradient_discrete']:.3g} s", flush=True)
+    return rows
+
+
+def layer_growth(rows: list[dict]) -> dict:
+    """Gradient time at the most layers over that at one layer, per case and adjoint."""
+    growth = {}
+    for kind in dict.fromkeys(r["case"] for r in rows):
+        case = sorted((r for r in rows if r["case"] == kind), key=lambda r: r["layers"])
+        for name in ("gradient", "gradient_discrete"):
+            growth[f"{kind}/{name}"] = case[-1][name] / case[0][name]
+    return growth
+
+
 def problems(quick: bool) -> list[Problem]:
     steps_1d, steps_2d = (100, 20) if quick else (200, 50)
     sizes_2d = (256, 512) if quick else (256, 512, 1024)
@@ -441,6 +479,9 @@ def main(argv: list[str] | None = None) -> Path:
         payload["results"].append(result)
         print(_summary_line(result), flush=True)
     payload["goals"] = goals(payload["results"])
+    payload["layer_scan"] = {"rows": layer_scan(args.quick, repeats)}
+    payload["layer_scan"]["gradient_time_growth"] = layer_growth(payload["layer_scan"]["rows"])
+    print(f"gradient time, {LAYER_SCAN[-1]} layers over 1: {payload['layer_scan']['gradient_time_growth']}")
     path = save_payload(payload, started)
     plot(payload["results"], path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png').name}")
