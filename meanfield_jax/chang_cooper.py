@@ -35,6 +35,7 @@ __all__ = [
     "apply_fitted_operator",
     "bernoulli",
     "fitted_flux_coefficients",
+    "fitted_operator_vjp",
     "outflow_rate",
     "tridiagonal_bands",
 ]
@@ -81,13 +82,17 @@ def fitted_flux_coefficients(a: ArrayLike, K: ArrayLike, h: float) -> tuple[Arra
     return alpha, beta
 
 
+def _sides(x: Array, axis: int) -> tuple[Array, Array]:
+    """The values below and above each interior face normal to ``axis``: x_i and x_{i+1}."""
+    n = x.shape[axis]
+    return jax.lax.slice_in_dim(x, 0, n - 1, axis=axis), jax.lax.slice_in_dim(x, 1, n, axis=axis)
+
+
 def _face_fluxes(coefficients: Sequence[tuple[Array, Array]], f: Array) -> list[Array]:
     """J = α f_lower − β f_upper on the interior faces normal to each axis."""
     fluxes = []
     for axis, (alpha, beta) in enumerate(coefficients):
-        n = f.shape[axis]
-        lower = jax.lax.slice_in_dim(f, 0, n - 1, axis=axis)
-        upper = jax.lax.slice_in_dim(f, 1, n, axis=axis)
+        lower, upper = _sides(f, axis)
         fluxes.append(alpha * lower - beta * upper)
     return fluxes
 
@@ -109,6 +114,26 @@ def apply_fitted_operator(
     for axis, (J, h) in enumerate(zip(_face_fluxes(coefficients, f), spacing)):
         out = out - jnp.diff(_pad_axis(J, axis, 1, 1), axis=axis) / h
     return out
+
+
+def fitted_operator_vjp(
+    coefficients: Sequence[tuple[Array, Array]], f: Array, q: Array, spacing: Sequence[float]
+) -> tuple[Array, tuple[tuple[Array, Array], ...]]:
+    """The cotangents of ⟨q, L f⟩ (L of :func:`apply_fitted_operator`): (Lᵀ q, (∂/∂α, ∂/∂β) per axis).
+
+    Summing by parts, ⟨q, L f⟩ = Σ_axes Σ_faces J_{i+1/2} D_{i+1/2} with D_{i+1/2} = (q_{i+1} − q_i)/h, so
+    ∂/∂α_{i+1/2} = f_i D_{i+1/2}, ∂/∂β_{i+1/2} = −f_{i+1} D_{i+1/2} and
+    (Lᵀ q)_i = Σ_axes α_{i+1/2} D_{i+1/2} − β_{i−1/2} D_{i−1/2} (no term through a wall).
+    """
+    transposed = jnp.zeros_like(q)
+    cotangents = []
+    for axis, ((alpha, beta), h) in enumerate(zip(coefficients, spacing)):
+        q_lower, q_upper = _sides(q, axis)
+        f_lower, f_upper = _sides(f, axis)
+        D = (q_upper - q_lower) / h
+        transposed = transposed + _pad_axis(alpha * D, axis, 0, 1) - _pad_axis(beta * D, axis, 1, 0)
+        cotangents.append((f_lower * D, -f_upper * D))
+    return transposed, tuple(cotangents)
 
 
 def outflow_rate(coefficients: Sequence[tuple[Array, Array]], spacing: Sequence[float]) -> Array:

@@ -47,7 +47,13 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .block_tridiagonal import block_tridiagonal_solve
-from .chang_cooper import apply_fitted_operator, fitted_flux_coefficients, outflow_rate, tridiagonal_bands
+from .chang_cooper import (
+    apply_fitted_operator,
+    fitted_flux_coefficients,
+    fitted_operator_vjp,
+    outflow_rate,
+    tridiagonal_bands,
+)
 from .dispatch import jit_arrays
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
@@ -232,16 +238,73 @@ def _layer_coefficients(field: AbstractField, disc: _Discretisation, l: Array, f
 
 
 def _explicit_step(
-    field: AbstractField, disc: _Discretisation, coefficients, f: Array, t: Array, dt: Array
+    field: AbstractField, disc: _Discretisation, adjoint: str, coefficients, f: Array, t: Array, dt: Array
 ) -> Array:
-    """Heun's SSP-RK2 step with the layer's coefficients (recomputed per stage with a feedback bias)."""
+    """Heun's SSP-RK2 step with the layer's coefficients (recomputed per stage with a feedback bias); with
+    ``adjoint="discrete"`` and no feedback, the step with its hand-written adjoint (:func:`_heun_step`)."""
+    if field.feedback is None:
+        step = _heun_step if adjoint == "discrete" else _heun_step.fun
+        return step(coefficients, f, dt, disc.spacing)
     l = field.layer_index(t + dt / 2)
 
-    def increment(g: Array) -> Array:  # Δt L g (Δt applied to L g: one product per cell, not two per face)
-        c = coefficients if field.feedback is None else _layer_coefficients(field, disc, l, g)
-        return dt * apply_fitted_operator(c, g, disc.spacing)
+    def increment(g: Array) -> Array:
+        return dt * apply_fitted_operator(_layer_coefficients(field, disc, l, g), g, disc.spacing)
 
     return ssp_rk_step(increment, f, dt, "ssprk2")
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _heun_step(coefficients, f: Array, dt: Array, spacing: tuple[float, ...]) -> Array:
+    """Heun's step f₁ = f + Δt L f, f_new = (f + f₁ + Δt L f₁)/2 with fixed coefficients (α, β) of L.
+
+    Its adjoint is written out (reverse mode only): for the cotangent p of f_new,
+
+        p₁ = (p + Δt Lᵀ p)/2,   p_f = p/2 + p₁ + Δt Lᵀ p₁,
+        ∂/∂Δt = ⟨p, L f₁⟩/2 + ⟨p₁, L f⟩,   ∂/∂(α, β) = Δt/2 ∂_c⟨p, L f₁⟩ + Δt ∂_c⟨p₁, L f⟩,
+
+    with Lᵀ and ∂_c of :func:`~meanfield_jax.chang_cooper.fitted_operator_vjp` and ⟨p, L f₁⟩ = ⟨Lᵀ p, f₁⟩.
+    The cotangents are computed behind a conditional (a step of length zero, skipped by the forward pass,
+    passes p through), so that XLA writes them with kernels split across threads; the two reductions of
+    ∂/∂Δt, which run on one thread, then read them from memory instead of re-evaluating the stencils.
+    """
+
+    def increment(g: Array) -> Array:  # Δt L g (Δt applied to L g: one product per cell, not two per face)
+        return dt * apply_fitted_operator(coefficients, g, spacing)
+
+    return ssp_rk_step(increment, f, dt, "ssprk2")
+
+
+def _heun_step_fwd(coefficients, f, dt, spacing):
+    return _heun_step(coefficients, f, dt, spacing), (coefficients, f, dt)
+
+
+def _heun_step_bwd(spacing, residuals, p):
+    coefficients, f, dt = residuals
+
+    def adjoint(p):
+        f1 = (f + dt * apply_fitted_operator(coefficients, f, spacing)).astype(f.dtype)  # as rounded forward
+        transposed, d_second = fitted_operator_vjp(coefficients, f1, p, spacing)
+        p1 = 0.5 * p + 0.5 * dt * transposed
+        transposed_1, d_first = fitted_operator_vjp(coefficients, f, p1, spacing)
+        p_f = 0.5 * p + p1 + dt * transposed_1
+        d_c = jax.tree.map(
+            lambda a, b, c: (0.5 * dt * a + dt * b).astype(c.dtype), d_second, d_first, coefficients
+        )
+        return d_c, p_f.astype(f.dtype), (transposed, f1, transposed_1)
+
+    def still(p):  # zeros of the adjoint's types (a float32 density with float64 coefficients mixes them)
+        d_c, _, (transposed, _, transposed_1) = jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(adjoint, p)
+        )
+        return d_c, p, (transposed, f, transposed_1)
+
+    d_c, p_f, (transposed, f1, transposed_1) = jax.lax.cond(dt != 0, adjoint, still, p)
+    # ⟨p, L f₁⟩ = ⟨Lᵀ p, f₁⟩: read from memory (no stencil fused into the single-threaded reductions)
+    d_dt = 0.5 * jnp.vdot(transposed, f1) + jnp.vdot(transposed_1, f)
+    return d_c, p_f, d_dt.astype(dt.dtype)
+
+
+_heun_step.defvjp(_heun_step_fwd, _heun_step_bwd)
 
 
 def _block_system(coefficients, spacing) -> tuple[Array, Array, Array]:
@@ -331,7 +394,7 @@ def _solve(
     """The time loop; ``dt`` (the largest step) may be traced, ``steps`` is the scan length per interval."""
     save = np.asarray(save_at)
     if method == "explicit":
-        advance = partial(_explicit_step, field, disc)
+        advance = partial(_explicit_step, field, disc, adjoint)
     else:
         advance = partial(_implicit_step, field, disc, theta)
 
