@@ -173,6 +173,23 @@ def test_materialised_vjp_under_vmap_and_not_in_forward_mode():
 FRESH_GRIDS = {"1d": mfj.Grid1D(-4.0, 4.0, 37), "2d": mfj.Grid2D((-3.0, 3.0, 9), (-2.0, 2.0, 7))}
 
 
+def _calls_per_adjoint(grid, solve, calls: list) -> list[int]:
+    """len(calls) after the gradient of a final moment through ``solve(field, f0, adjoint)`` by the
+    checkpointed adjoint, and again after the discrete one (a spy appends to ``calls``)."""
+    W, b = (W_1D, B_1D) if grid.d == 1 else (W_2D, B_2D)
+    f0 = initial(grid)
+
+    def final_moment(W, adjoint):
+        f = solve(mfj.NeuralField(W, b, activation="tanh", T=1.0), f0, adjoint).f[-1]
+        return jnp.sum(f * jnp.arange(f.size).reshape(f.shape))
+
+    counts = []
+    for adjoint in ("checkpointed", "discrete"):
+        jax.grad(final_moment)(W, adjoint)
+        counts.append(len(calls))
+    return counts
+
+
 @pytest.mark.parametrize("dim", list(FRESH_GRIDS))
 def test_only_discrete_1d_transport_materialises_the_flux_cotangents(monkeypatch, dim):
     """The 1-D discrete adjoint routes the face fluxes through materialised_vjp; the checkpointed adjoint
@@ -185,18 +202,11 @@ def test_only_discrete_1d_transport_materialises_the_flux_cotangents(monkeypatch
         return mfj.adjoint.materialised_vjp(fn)
 
     monkeypatch.setattr(mfj.transport, "materialised_vjp", spy)
-    W, b = (W_1D, B_1D) if grid.d == 1 else (W_2D, B_2D)
-    f0 = initial(grid)
 
-    def final_moment(W, adjoint):
-        field = mfj.NeuralField(W, b, activation="tanh", T=1.0)
-        f = mfj.solve_vlasov(field, f0, grid, adjoint=adjoint, max_steps=40).f[-1]
-        return jnp.sum(f * jnp.arange(f.size).reshape(f.shape))
+    def solve(field, f0, adjoint):
+        return mfj.solve_vlasov(field, f0, grid, adjoint=adjoint, max_steps=40)
 
-    counts = []
-    for adjoint in ("checkpointed", "discrete"):
-        jax.grad(final_moment)(W, adjoint)
-        counts.append(len(calls))
+    counts = _calls_per_adjoint(grid, solve, calls)
     assert counts[0] == 0
     assert (counts[1] > 0) == (grid.d == 1)
 
@@ -213,17 +223,10 @@ def test_only_the_discrete_explicit_fokker_planck_step_uses_the_written_adjoint(
         return mfj.chang_cooper.fitted_operator_vjp(*args)
 
     monkeypatch.setattr(mfj.fokker_planck, "fitted_operator_vjp", spy)
-    W, b = (W_1D, B_1D) if grid.d == 1 else (W_2D, B_2D)
-    f0 = initial(grid)
 
-    def final_moment(W, adjoint):
-        field = mfj.NeuralField(W, b, activation="tanh", T=1.0)
-        f = mfj.solve_fokker_planck(field, f0, grid, diffusion=0.3, adjoint=adjoint, max_steps=400).f[-1]
-        return jnp.sum(f * jnp.arange(f.size).reshape(f.shape))
+    def solve(field, f0, adjoint):
+        return mfj.solve_fokker_planck(field, f0, grid, diffusion=0.3, adjoint=adjoint, max_steps=400)
 
-    counts = []
-    for adjoint in ("checkpointed", "discrete"):
-        jax.grad(final_moment)(W, adjoint)
-        counts.append(len(calls))
+    counts = _calls_per_adjoint(grid, solve, calls)
     assert counts[0] == 0
     assert counts[1] > 0
