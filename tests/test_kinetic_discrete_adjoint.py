@@ -225,7 +225,7 @@ def test_only_the_discrete_explicit_fokker_planck_step_uses_the_written_adjoint(
     monkeypatch.setattr(mfj.fokker_planck, "fitted_operator_vjp", spy)
 
     def solve(field, f0, adjoint):
-        return mfj.solve_fokker_planck(field, f0, grid, diffusion=0.3, adjoint=adjoint, max_steps=400)
+        return mfj.solve_fokker_planck(field, f0, grid, diffusion=0.3, adjoint=adjoint, max_steps=60)
 
     counts = _calls_per_adjoint(grid, solve, calls)
     assert counts[0] == 0
