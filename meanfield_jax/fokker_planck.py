@@ -415,12 +415,13 @@ def _solve(
         # the density keeps its dtype (f0 may be float32)
         return advance(coefficients, f, t, dt).astype(f.dtype), carry
 
-    saved, info = integrate(
-        step, state0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint
+    f, info = integrate(  # the carried coefficients are not saved
+        step, state0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint,
+        saved=lambda state: state[0],
     )
     return KineticSolution(  # built here, so that its arrays cost no extra dispatches
         ts=jnp.asarray(save, f0.dtype),
-        f=saved[0],
+        f=f,
         grid=disc.grid,
         outflow=jnp.zeros((save.shape[0], 2 * disc.grid.d), f0.dtype),
         num_steps=info["num_steps"],

@@ -107,8 +107,9 @@ def integrate(
     t0: float = 0.0,
     max_steps: int | None = None,
     adjoint: str = "checkpointed",
-) -> tuple[State, dict]:
-    """Advance ``state0`` from t0 and return the states at ``save_at`` (stacked on a leading axis).
+    saved: Callable[[State], Any] = lambda state: state,
+) -> tuple[Any, dict]:
+    """Advance ``state0`` from t0 and return ``saved(state)`` at ``save_at`` (stacked on a leading axis).
 
     Args:
         step: one step, ``step(state, t, dt) -> state``; it may assume [t, t + dt] lies in one layer.
@@ -119,9 +120,11 @@ def integrate(
         max_steps: bound on the steps between two consecutive save times, required when ``dt_max`` is
             traced and the number of steps cannot be computed.
         adjoint: ``"checkpointed"``, ``"direct"`` or ``"discrete"`` (see module docstring).
+        saved: the part of the state that is saved (default all of it), e.g. without a carried cache of
+            the current layer's coefficients; the time variable takes its floating-point type.
 
     Returns:
-        The saved states, and ``{"num_steps": steps taken, "max_steps": steps per interval}``.
+        The saved parts, and ``{"num_steps": steps taken, "max_steps": steps per interval}``.
     """
     check_adjoint(adjoint)
     save_at = np.asarray(save_at, dtype=float)
@@ -143,7 +146,7 @@ def integrate(
     else:
         n_inner = int(max_steps)
 
-    leaves = jax.tree_util.tree_leaves(state0)
+    leaves = jax.tree_util.tree_leaves(saved(state0))
     dtype = jnp.result_type(*[leaf.dtype for leaf in leaves], float)
     stops_j = jnp.asarray(stops, dtype)
     dt_max = jnp.asarray(dt_max, dtype)
@@ -177,24 +180,24 @@ def integrate(
         else:
             carry = checkpointed_scan(one_step, carry, step_numbers, adjoint=adjoint)
         state, t, _, count = carry
-        return (state, t, count), (state, t)
+        return (state, t, count), (saved(state), t)
 
     init = (state0, jnp.asarray(t0, dtype), jnp.asarray(0, jnp.int32))
-    (_, _, count), (saved, reached) = jax.lax.scan(interval, init, jnp.asarray(targets, dtype))
-    saved = eqx.error_if(
-        saved,
+    (_, _, count), (kept, reached) = jax.lax.scan(interval, init, jnp.asarray(targets, dtype))
+    kept = eqx.error_if(
+        kept,
         jnp.any(reached != jnp.asarray(targets, dtype)),
         f"the time loop ran out of steps (max_steps={n_inner} per save interval): pass a larger max_steps",
     )
     bad = jnp.stack([jnp.any(~jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim)))
-                     for leaf in jax.tree_util.tree_leaves(saved)]).any(axis=0)
-    saved = eqx.branched_error_if(
-        saved,
+                     for leaf in jax.tree_util.tree_leaves(kept)]).any(axis=0)
+    kept = eqx.branched_error_if(
+        kept,
         jnp.any(bad),
         jnp.argmax(bad),
         [f"the solution became non-finite (NaN or inf) before t = {t:g}: reduce cfl (or the time step), "
          "and check that the weights, biases and diffusion are finite and of moderate size" for t in targets],
     )
     if save_at[0] == t0:
-        saved = jax.tree_util.tree_map(lambda s0, s: jnp.concatenate([s0[None], s]), state0, saved)
-    return saved, {"num_steps": count, "max_steps": n_inner}
+        kept = jax.tree_util.tree_map(lambda s0, s: jnp.concatenate([s0[None], s]), saved(state0), kept)
+    return kept, {"num_steps": count, "max_steps": n_inner}

@@ -179,8 +179,9 @@ def _solve(
         return f, outflow, layer, carry
 
     state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32), carry0)
-    (f, outflow, _, _), info = integrate(
-        step, state0, save, dt_max, layer_stops(field), t0=t0, max_steps=steps, adjoint=config.adjoint
+    (f, outflow), info = integrate(  # the layer index and the carried velocities are not saved
+        step, state0, save, dt_max, layer_stops(field), t0=t0, max_steps=steps, adjoint=config.adjoint,
+        saved=lambda state: state[:2],
     )
     return KineticSolution(
         ts=jnp.asarray(save, f0.dtype), f=f, grid=grid, outflow=outflow, num_steps=info["num_steps"]

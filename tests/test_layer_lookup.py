@@ -18,11 +18,11 @@ F0 = GRID.project(lambda x: jnp.exp(-2.0 * (x - 0.5) ** 2))
 SAVES = [0.0, 1 / 3, 2 / 3, 1.0]  # the layer boundaries of three layers on [0, 1]
 
 
-def solve(solver, field, adjoint):
+def solve(solver, field, adjoint, f0=F0):
     if solver == "vlasov":
-        return mfj.solve_vlasov(field, F0, GRID, save_at=SAVES, max_steps=40, adjoint=adjoint)
+        return mfj.solve_vlasov(field, f0, GRID, save_at=SAVES, max_steps=40, adjoint=adjoint)
     return mfj.solve_fokker_planck(
-        field, F0, GRID, diffusion=0.4, save_at=SAVES, max_steps=250, adjoint=adjoint
+        field, f0, GRID, diffusion=0.4, save_at=SAVES, max_steps=250, adjoint=adjoint
     )
 
 
@@ -49,3 +49,35 @@ def test_one_layer_and_three_equal_layers_agree(solver, adjoint):
     assert float(jnp.abs(dW_one).max()) > 1e-3  # the drift does move the first moment
     # the three layers' shares differ (the density they act on moves), so the sum is a real check
     assert float(jnp.ptp(dW_three[:, 0, 0])) > 1e-6
+
+
+@pytest.mark.parametrize("solver", ["vlasov", "fokker_planck"])
+def test_carried_layer_quantity_is_neither_saved_nor_sets_the_time_type(solver):
+    """The carried coefficients stay out of the saved states: saving 200 times on a 2-D grid costs a
+    two-layer field no more working memory than a one-layer field, and a float32 density (which the
+    Fokker–Planck solver keeps) steps in float32 time whatever the number of layers, so one and three
+    equal layers agree bit for bit."""
+    if solver == "fokker_planck":
+        f32 = F0.astype(jnp.float32)
+        W, b = jnp.array([[[0.8]]]), jnp.array([[0.3]])
+        one = solve(solver, mfj.NeuralField(W, b, activation="tanh", T=1.0), "checkpointed", f32)
+        W3, b3 = jnp.tile(W, (3, 1, 1)), jnp.tile(b, (3, 1))
+        three = solve(solver, mfj.NeuralField(W3, b3, activation="tanh", T=1.0), "checkpointed", f32)
+        assert three.f.dtype == jnp.float32
+        np.testing.assert_array_equal(three.f, one.f)
+
+    grid = mfj.Grid2D((-3.0, 3.0, 12), (-3.0, 3.0, 12))
+    f0 = grid.project(lambda x, y: jnp.exp(-(x**2 + y**2)))
+    saves = np.linspace(0.0, 1.0, 201)
+
+    def temp_bytes(layers):
+        W2 = jnp.tile(jnp.array([[[-0.5, 0.2], [0.1, -0.4]]]), (layers, 1, 1))
+        field = mfj.NeuralField(W2, jnp.zeros((layers, 2)), activation="tanh", T=1.0)
+        if solver == "vlasov":
+            run = jax.jit(lambda fl: mfj.solve_vlasov(fl, f0, grid, save_at=saves, max_steps=8).f)
+        else:
+            run = jax.jit(lambda fl: mfj.solve_fokker_planck(fl, f0, grid, diffusion=0.3, save_at=saves,
+                                                             max_steps=8).f)
+        return run.lower(field).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp_bytes(2) < 1.5 * temp_bytes(1)
