@@ -16,6 +16,12 @@ import meanfield_jax as mfj
 GRID = mfj.Grid1D(-4.0, 4.0, 40)
 F0 = GRID.project(lambda x: jnp.exp(-2.0 * (x - 0.5) ** 2))
 SAVES = [0.0, 1 / 3, 2 / 3, 1.0]  # the layer boundaries of three layers on [0, 1]
+W_ONE, B_ONE = jnp.array([[[0.8]]]), jnp.array([[0.3]])  # one layer, and the same layer three times
+W_THREE, B_THREE = jnp.tile(W_ONE, (3, 1, 1)), jnp.tile(B_ONE, (3, 1))
+
+
+def tanh_field(W, b):
+    return mfj.NeuralField(W, b, activation="tanh", T=1.0)
 
 
 def solve(solver, field, adjoint, f0=F0):
@@ -28,20 +34,16 @@ def solve(solver, field, adjoint, f0=F0):
 
 def solution_and_gradient(solver, W, b, adjoint):
     def first_moment(W, b):
-        field = mfj.NeuralField(W, b, activation="tanh", T=1.0)
-        return jnp.sum(solve(solver, field, adjoint).f[-1] * GRID.x)
+        return jnp.sum(solve(solver, tanh_field(W, b), adjoint).f[-1] * GRID.x)
 
-    field = mfj.NeuralField(W, b, activation="tanh", T=1.0)
-    return solve(solver, field, adjoint), jax.grad(first_moment, argnums=(0, 1))(W, b)
+    return solve(solver, tanh_field(W, b), adjoint), jax.grad(first_moment, argnums=(0, 1))(W, b)
 
 
 @pytest.mark.parametrize("adjoint", ["checkpointed", "discrete"])
 @pytest.mark.parametrize("solver", ["vlasov", "fokker_planck"])
 def test_one_layer_and_three_equal_layers_agree(solver, adjoint):
-    W, b = jnp.array([[[0.8]]]), jnp.array([[0.3]])
-    one, (dW_one, db_one) = solution_and_gradient(solver, W, b, adjoint)
-    W3, b3 = jnp.tile(W, (3, 1, 1)), jnp.tile(b, (3, 1))
-    three, (dW_three, db_three) = solution_and_gradient(solver, W3, b3, adjoint)
+    one, (dW_one, db_one) = solution_and_gradient(solver, W_ONE, B_ONE, adjoint)
+    three, (dW_three, db_three) = solution_and_gradient(solver, W_THREE, B_THREE, adjoint)
     assert int(one.num_steps) == int(three.num_steps)
     np.testing.assert_allclose(three.f, one.f, rtol=0, atol=1e-14)
     np.testing.assert_allclose(jnp.sum(dW_three, axis=0), dW_one[0], rtol=1e-12)
@@ -59,10 +61,8 @@ def test_carried_layer_quantity_is_neither_saved_nor_sets_the_time_type(solver):
     equal layers agree bit for bit."""
     if solver == "fokker_planck":
         f32 = F0.astype(jnp.float32)
-        W, b = jnp.array([[[0.8]]]), jnp.array([[0.3]])
-        one = solve(solver, mfj.NeuralField(W, b, activation="tanh", T=1.0), "checkpointed", f32)
-        W3, b3 = jnp.tile(W, (3, 1, 1)), jnp.tile(b, (3, 1))
-        three = solve(solver, mfj.NeuralField(W3, b3, activation="tanh", T=1.0), "checkpointed", f32)
+        one = solve(solver, tanh_field(W_ONE, B_ONE), "checkpointed", f32)
+        three = solve(solver, tanh_field(W_THREE, B_THREE), "checkpointed", f32)
         assert three.f.dtype == jnp.float32
         np.testing.assert_array_equal(three.f, one.f)
 
@@ -72,7 +72,7 @@ def test_carried_layer_quantity_is_neither_saved_nor_sets_the_time_type(solver):
 
     def temp_bytes(layers):
         W2 = jnp.tile(jnp.array([[[-0.5, 0.2], [0.1, -0.4]]]), (layers, 1, 1))
-        field = mfj.NeuralField(W2, jnp.zeros((layers, 2)), activation="tanh", T=1.0)
+        field = tanh_field(W2, jnp.zeros((layers, 2)))
         if solver == "vlasov":
             run = jax.jit(lambda fl: mfj.solve_vlasov(fl, f0, grid, save_at=saves, max_steps=8).f)
         else:
