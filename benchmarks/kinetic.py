@@ -35,6 +35,10 @@ Layer scan: the forward pass and both gradients of 1-D transport and Fokker–Pl
 of 1, 10 and 50 equal layers (the same drift; the steps also land on the layer boundaries), and the
 gradient's time at 50 layers over that at one.
 
+Batches: 4 fields (W scaled by 1, 0.99, 0.98, 0.97, so each has its own CFL step), 1-D transport and
+Fokker–Planck on 10⁴ cells, 1 and 10 layers, forward solves: ``jax.vmap`` of the solve and ``jax.lax.map``
+over the fields, against the four compiled solves called one after the other.
+
 Run ``python benchmarks/kinetic.py [--quick]``; the results go to ``benchmarks/results/kinetic-<time>.json``
 with a log–log plot of the time per step against the number of cells next to it (never overwritten).
 """
@@ -47,10 +51,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from common import (
+    compile_jitted,
     label_loglog_axes,
     measure,
     new_payload,
@@ -69,6 +75,8 @@ CFL = 0.5
 GRADIENT_BUDGET_S = 10.0  # rounds of (forward, two gradients) timed: as many as fit, >= --repeats, <= 50
 GOALS = {"throughput_ratio_to_py_pde_at_least": 5.0, "gradient_to_forward_at_most": 5.0}
 LAYER_SCAN = (1, 10, 50)  # layers of the field in the layer scan
+BATCH = 4  # fields solved at once in the batch comparison
+BATCH_LAYERS = (1, 10)
 
 
 # ---- the problems -----------------------------------------------------------------------------------------
@@ -381,6 +389,49 @@ def layer_scan(quick: bool, repeats: int) -> list[dict]:
     return rows
 
 
+@jax.enable_x64(True)
+def batch_scan(quick: bool, repeats: int) -> list[dict]:
+    """A batch of fields solved by ``jax.vmap``, by ``jax.lax.map`` and one by one (see the docstring)."""
+    rows = []
+    for kind in ("transport_1d", "fokker_planck_1d"):
+        problem = Problem(kind, 10**4, 100 if quick else 200)
+        for layers in BATCH_LAYERS:
+            rows.append(batch_row(problem, layers, repeats))
+            print(f"batch {kind} L={layers:2d}: one by one {rows[-1]['one_by_one']:.3g} s, vmap "
+                  f"{rows[-1]['vmap']:.3g} s, lax.map {rows[-1]['lax_map']:.3g} s", flush=True)
+    return rows
+
+
+def batch_row(problem: Problem, layers: int, repeats: int) -> dict:
+    """Times of the batch run three ways, and the vmap and lax.map times over the one-by-one time."""
+    t_final = problem.steps * problem.time_step() * (1.0 - 1e-9)
+    f0 = problem.initial_density()
+    base = problem.field(t_final, layers)
+    scales = jnp.asarray([1.0 - 0.01 * k for k in range(BATCH)])
+    W, b = scales[:, None, None, None] * base.W, jnp.broadcast_to(base.b, (BATCH, *base.b.shape))
+
+    def solve(W, b):  # W scaled down: each CFL step is at least the base field's, so S steps suffice
+        field = eqx.tree_at(lambda fld: (fld.W, fld.b), base, (W, b))
+        return solve_ours(problem, field, f0, max_steps=problem.steps + layers - 1).f[-1]
+
+    single, _ = compile_jitted(solve, (W[0], b[0]))
+    runs = {
+        "vmap": (jax.vmap(solve), (W, b)),
+        "lax_map": (lambda W, b: jax.lax.map(lambda a: solve(*a), (W, b)), (W, b)),
+    }
+    plain = {"one_by_one": lambda: [jax.block_until_ready(single(W[k], b[k])) for k in range(BATCH)]}
+    timings, _, outputs = time_compiled_interleaved(runs, repeats, GRADIENT_BUDGET_S, plain)
+    expected = np.stack(outputs["one_by_one"])
+    for name in runs:  # the same solutions, whichever way the batch is run
+        np.testing.assert_allclose(outputs[name], expected, rtol=1e-12, atol=1e-14)
+    row = {
+        "case": problem.kind, "cells": problem.cells, "steps": problem.steps, "layers": layers,
+        "batch": BATCH,
+        **{name: timings[name]["median_s"] for name in ("one_by_one", *runs)},
+    }
+    return {**row, **{f"{name}_to_one_by_one": row[name] / row["one_by_one"] for name in runs}}
+
+
 def layer_growth(rows: list[dict]) -> dict:
     """Gradient time at the most layers over that at one layer, per case and adjoint."""
     growth = {}
@@ -482,6 +533,7 @@ def main(argv: list[str] | None = None) -> Path:
     payload["layer_scan"] = {"rows": layer_scan(args.quick, repeats)}
     payload["layer_scan"]["gradient_time_growth"] = layer_growth(payload["layer_scan"]["rows"])
     print(f"gradient time, {LAYER_SCAN[-1]} layers over 1: {payload['layer_scan']['gradient_time_growth']}")
+    payload["batch"] = {"rows": batch_scan(args.quick, repeats)}
     path = save_payload(payload, started)
     plot(payload["results"], path.with_suffix(".png"))
     print(f"wrote {path} and {path.with_suffix('.png').name}")
