@@ -126,8 +126,8 @@ def _limited_half_slopes_jvp(limiter: Limiter, axis: int, primals, tangents):
 
     In 1-D the partial derivatives ∂_a φ, ∂_b φ are formed with the slopes, behind the conditional of
     :func:`_materialised`, and the tangent is two products: reverse mode then transposes a linear stencil
-    instead of the limiter's chain of selects (measured: the gradient through a MUSCL solve 11–14 % faster at
-    10⁴–10⁵ cells, with either adjoint). In 2-D that was slower (the VJP of a step 12–27 % at 256²–512²), so
+    instead of the limiter's chain of selects (measured: the gradient through a MUSCL solve 12–20 % faster at
+    10³–10⁵ cells, with either adjoint). In 2-D that was slower (the VJP of a step 12–27 % at 256²–512²), so
     there JAX's JVP of φ is fused by XLA as it stands.
     """
     (f,), (df,) = primals, tangents
