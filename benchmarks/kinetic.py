@@ -36,8 +36,8 @@ of 1, 10 and 50 equal layers (the same drift; the steps also land on the layer b
 gradient's time at 50 layers over that at one.
 
 Batches: 4 fields (W scaled by 1, 0.99, 0.98, 0.97, so each has its own CFL step), 1-D transport and
-Fokker–Planck on 10⁴ cells, 1 and 10 layers, forward solves: ``jax.vmap`` of the solve and ``jax.lax.map``
-over the fields, against the four compiled solves called one after the other.
+Fokker–Planck on 10⁴ cells, 1 and 10 layers, the final densities and the gradients of their first moments:
+``jax.vmap`` over the fields and ``jax.lax.map``, against the four compiled calls one after the other.
 
 Run ``python benchmarks/kinetic.py [--quick]``; the results go to ``benchmarks/results/kinetic-<time>.json``
 with a log–log plot of the time per step against the number of cells next to it (never overwritten).
@@ -46,6 +46,7 @@ with a log–log plot of the time per step against the number of cells next to i
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -395,25 +396,31 @@ def batch_scan(quick: bool, repeats: int) -> list[dict]:
     rows = []
     for kind in ("transport_1d", "fokker_planck_1d"):
         problem = Problem(kind, 10**4, 100 if quick else 200)
-        for layers in BATCH_LAYERS:
-            rows.append(batch_row(problem, layers, repeats))
-            print(f"batch {kind} L={layers:2d}: one by one {rows[-1]['one_by_one']:.3g} s, vmap "
+        for layers, quantity in itertools.product(BATCH_LAYERS, ("forward", "gradient")):
+            rows.append(batch_row(problem, layers, repeats, quantity))
+            print(f"batch {kind} L={layers:2d} {quantity}: one by one {rows[-1]['one_by_one']:.3g} s, vmap "
                   f"{rows[-1]['vmap']:.3g} s, lax.map {rows[-1]['lax_map']:.3g} s", flush=True)
     return rows
 
 
-def batch_row(problem: Problem, layers: int, repeats: int) -> dict:
-    """Times of the batch run three ways, and the vmap and lax.map times over the one-by-one time."""
+def batch_row(problem: Problem, layers: int, repeats: int, quantity: str) -> dict:
+    """The batch's final densities (``quantity="forward"``) or gradients of their first moments w.r.t.
+    (W, b) (``"gradient"``, default adjoint), computed three ways; the vmap and lax.map times over the
+    one-by-one time."""
     t_final = problem.steps * problem.time_step() * (1.0 - 1e-9)
     f0 = problem.initial_density()
     base = problem.field(t_final, layers)
     scales = jnp.asarray([1.0 - 0.01 * k for k in range(BATCH)])
     W, b = scales[:, None, None, None] * base.W, jnp.broadcast_to(base.b, (BATCH, *base.b.shape))
 
-    def solve(W, b):  # W scaled down: each CFL step is at least the base field's, so S steps suffice
+    def final(W, b):  # W scaled down: each CFL step is at least the base field's, so S steps suffice
         field = eqx.tree_at(lambda fld: (fld.W, fld.b), base, (W, b))
         return solve_ours(problem, field, f0, max_steps=problem.steps + layers - 1).f[-1]
 
+    if quantity == "gradient":
+        solve = jax.grad(lambda W, b: first_moment(problem, final(W, b)), argnums=(0, 1))
+    else:
+        solve = final
     single, _ = compile_jitted(solve, (W[0], b[0]))
     runs = {
         "vmap": (jax.vmap(solve), (W, b)),
@@ -421,12 +428,14 @@ def batch_row(problem: Problem, layers: int, repeats: int) -> dict:
     }
     plain = {"one_by_one": lambda: [jax.block_until_ready(single(W[k], b[k])) for k in range(BATCH)]}
     timings, _, outputs = time_compiled_interleaved(runs, repeats, GRADIENT_BUDGET_S, plain)
-    expected = np.stack(outputs["one_by_one"])
-    for name in runs:  # the same solutions, whichever way the batch is run
-        np.testing.assert_allclose(outputs[name], expected, rtol=1e-12, atol=1e-14)
+    expected = jax.tree.map(lambda *members: np.stack(members), *outputs["one_by_one"])
+    for name in runs:  # the same results, whichever way the batch is run
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14), outputs[name], expected
+        )
     row = {
         "case": problem.kind, "cells": problem.cells, "steps": problem.steps, "layers": layers,
-        "batch": BATCH,
+        "batch": BATCH, "quantity": quantity,
         **{name: timings[name]["median_s"] for name in ("one_by_one", *runs)},
     }
     return {**row, **{f"{name}_to_one_by_one": row[name] / row["one_by_one"] for name in runs}}

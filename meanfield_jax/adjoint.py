@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PyTree
 
+from .conditional import batch_cond
+
 __all__ = [
     "ADJOINTS",
     "AbstractAdjointStep",
@@ -203,13 +205,12 @@ def materialised_vjp(fn: Callable[..., PyTree]) -> Callable[..., PyTree]:
     conditional. In JAX's VJP of a stencil, the cotangents of all inputs come from one chain of elementwise
     operations; when one of them feeds a reduction (the cotangent of a scalar Δt folded into the face
     velocities), XLA re-evaluates the stencil's adjoint inside the reduction's kernel, which runs on one
-    thread on CPU. Here the VJP of ``fn`` runs inside ``lax.cond``: its cotangents are computed once, by
+    thread on CPU. Here the VJP of ``fn`` runs inside a conditional: its cotangents are computed once, by
     kernels split across threads, and reductions then read them. The residuals are the inputs alone: the
     backward pass evaluates ``fn`` again inside its VJP (as under ``jax.checkpoint``). The predicate is
     "some cotangent is non-zero"; otherwise the VJP, being linear in the cotangent, is zero for finite
-    inputs, and zero is returned (where 0 · inf would have given NaN). Under ``jax.vmap`` the conditional
-    becomes a select: the values are the same and the second branch costs only zeros, but XLA may fuse
-    across a select again.
+    inputs, and zero is returned (where 0 · inf would have given NaN). The conditional is a
+    :func:`~meanfield_jax.conditional.batch_cond`: under ``jax.vmap`` it stays one.
 
     ``fn`` maps floating-point arrays (pytrees) to floating-point arrays and must not close over traced
     values. The result is a ``jax.custom_vjp``: reverse mode only, so it is used by the discrete adjoint
@@ -232,7 +233,7 @@ def materialised_vjp(fn: Callable[..., PyTree]) -> Callable[..., PyTree]:
             return jax.tree.map(jnp.zeros_like, operands[0])
 
         nonzero = jnp.stack([jnp.any(leaf != 0) for leaf in jax.tree.leaves(cotangent)]).any()
-        return jax.lax.cond(nonzero, vjp, zero, (args, cotangent))
+        return batch_cond(nonzero, vjp, zero, (args, cotangent))
 
     call.defvjp(forward, backward)
     return call

@@ -54,6 +54,7 @@ from .chang_cooper import (
     outflow_rate,
     tridiagonal_bands,
 )
+from .conditional import batch_cond
 from .dispatch import jit_arrays
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
@@ -298,7 +299,7 @@ def _heun_step_bwd(spacing, residuals, p):
         )
         return d_c, p, (transposed, f, transposed_1)
 
-    d_c, p_f, (transposed, f1, transposed_1) = jax.lax.cond(dt != 0, adjoint, still, p)
+    d_c, p_f, (transposed, f1, transposed_1) = batch_cond(dt != 0, adjoint, still, p)
     # ⟨p, L f₁⟩ = ⟨Lᵀ p, f₁⟩: read from memory (no stencil fused into the single-threaded reductions)
     d_dt = 0.5 * jnp.vdot(transposed, f1) + jnp.vdot(transposed_1, f)
     return d_c, p_f, d_dt.astype(dt.dtype)
@@ -526,9 +527,10 @@ def solve_fokker_planck(
     Returns:
         A :class:`KineticSolution` (``outflow`` is zero: the walls carry no flux).
 
-    Many fields at once: map over them with ``jax.lax.map``. Under ``jax.vmap`` each field's own CFL step
-    batches the loop's time, so its conditionals run both branches: 1.9–5x slower than the solves one by one
-    (docs/scaling.md).
+    Many fields at once: ``jax.vmap`` over them works, each field with its own CFL step; the loop's
+    conditionals (:func:`~meanfield_jax.conditional.batch_cond`) run a branch only when some field takes
+    it. A vmap of a gradient through a field of several layers recomputes the layer's coefficients at every
+    step; ``jax.lax.map`` avoids that (docs/scaling.md).
     """
     _check_field_and_grid(field, grid)
     check_choice("scheme", scheme, SCHEMES)

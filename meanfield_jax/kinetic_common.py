@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from .conditional import batch_cond
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
 from .timestepping import steps_needed
@@ -147,7 +148,7 @@ def layer_lookup(
     Returns ``(carry0, get)`` with ``get(carry, l) -> (q(l), carry)``. With a single layer q is computed
     once, before the loop, and nothing is carried: reverse mode adds each step's cotangent into it, instead of
     threading q and its cotangent through every step (a third of the gradient's time and half its memory,
-    measured). With several layers q is carried from step to step and recomputed (``lax.cond``) when a step
+    measured). With several layers q is carried from step to step and recomputed (a conditional) when a step
     enters a new layer. A table of q over the layers, indexed by the step's layer, would make reverse mode
     write a cotangent of the whole table's size at every step: measured on Fokker–Planck (10⁴ cells), the
     discrete-adjoint gradient took 1.1x the carried one's time at 3 layers, 1.4x at 10 and 3.1x at 50 (the
@@ -159,7 +160,7 @@ def layer_lookup(
 
     def get(carry, l):
         cached, q = carry
-        q = jax.lax.cond(l != cached, lambda: compute(l), lambda: q)
+        q = batch_cond(l != cached, lambda: compute(l), lambda: q)
         return q, (l, q)
 
     return (first, compute(first)), get
@@ -319,7 +320,7 @@ def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str)
     forward-Euler increment ``increment(v) = Δt · L(v)`` (the caller applies Δt, e.g. through Courant-scaled
     face velocities or as Δt · L v).
 
-    Each stage sits behind ``lax.cond(Δt != 0, stage, identity)``: a zero-length step costs nothing, and the
+    Each stage sits behind ``cond(Δt != 0, stage, identity)``: a zero-length step costs nothing, and the
     stage's result is a materialised array that the next stage reads, which keeps XLA from fusing (and so
     re-evaluating) a stage's stencil into every later stage. Each stage is under ``jax.checkpoint``: reverse
     mode recomputes its stencil instead of storing a dozen intermediates per cell.
@@ -334,7 +335,7 @@ def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str)
             return jax.tree_util.tree_map(lambda x, y: y.astype(x.dtype), v, new)
 
         advance = jax.checkpoint(advance, prevent_cse=False)
-        return lambda v: jax.lax.cond(moving, advance, lambda w: w, v)
+        return lambda v: batch_cond(moving, advance, lambda w: w, v)
 
     v = stage(0.0, 1.0)(u)
     for a, c in SSP_STEPPERS[method]:

@@ -12,7 +12,8 @@ remainder within 16 ulp of the stop counts as a hit, so round-off in t + Δt nev
 
 The loop is a ``lax.scan`` of fixed length per save interval, as in diffrax: the length is computed from
 Δt_max when it is concrete, and from ``max_steps`` when Δt_max is traced (under ``jax.grad`` the field, hence
-the CFL step, is traced). Steps past the end of an interval have Δt_k = 0 and are skipped with ``lax.cond``;
+the CFL step, is traced). Steps past the end of an interval have Δt_k = 0 and are skipped by a conditional
+(:func:`~meanfield_jax.conditional.batch_cond`, which stays one under ``jax.vmap``);
 both paths do the same arithmetic, so derivatives equal finite differences of the concrete solver. Running
 out of ``max_steps`` is a runtime error naming it. With ``adjoint="checkpointed"`` the inner loop is split
 into segments under ``jax.checkpoint`` (:func:`meanfield_jax.adjoint.checkpointed_scan`: √n segments of √n
@@ -40,6 +41,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .adjoint import ADJOINTS, VJPStep, adjoint_scan, check_adjoint, checkpointed_scan
+from .conditional import batch_cond
 
 __all__ = ["ADJOINTS", "integrate", "resolve_save_times", "steps_needed"]
 
@@ -163,7 +165,7 @@ def integrate(
         hits = rem <= dt_max + snap_tol * jnp.abs(nxt)
         dt = jnp.where(hits, rem, dt_max)
         active = rem > 0
-        state = jax.lax.cond(active, lambda s: inner_step(s, t, dt), lambda s: s, state)
+        state = batch_cond(active, lambda s: inner_step(s, t, dt), lambda s: s, state)
         t = jnp.where(active, jnp.where(hits, nxt, t + dt), t)
         return state, t, end, count + active.astype(jnp.int32)
 

@@ -44,6 +44,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .adjoint import materialised_vjp
+from .conditional import batch_cond
 from .dispatch import jit_arrays
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
@@ -167,7 +168,7 @@ def _solve(
         f, outflow, entered, carry = state
         layer = field.layer_index(t + 0.5 * dt)
         if maps_between_layers(field):
-            f = jax.lax.cond(
+            f = batch_cond(
                 layer != entered,
                 lambda g: push_forward_cells(g, grid, lambda x: field.enter_layer(layer, x)),
                 lambda g: g,
@@ -307,9 +308,10 @@ def solve_vlasov(
         A :class:`~meanfield_jax.KineticSolution`: ``ts``, ``f`` (k, *grid.shape), ``outflow`` (k, 2 d), the
         cumulative mass that left through [left, right] (1-D) or [x_lo, x_hi, y_lo, y_hi] (2-D).
 
-    Many fields at once: map over them with ``jax.lax.map``. Under ``jax.vmap`` each field's own CFL step
-    batches the loop's time, so its conditionals run both branches: 1.9–5x slower than the solves one by one
-    (docs/scaling.md).
+    Many fields at once: ``jax.vmap`` over them works, each field with its own CFL step; the loop's
+    conditionals (:func:`~meanfield_jax.conditional.batch_cond`) run a branch only when some field takes
+    it. A vmap of a gradient through a field of several layers recomputes the layer's coefficients at every
+    step; ``jax.lax.map`` avoids that (docs/scaling.md).
 
     Raises (before anything is compiled):
         TypeError: a field, grid, f0 or cfl of the wrong type.

@@ -1,0 +1,100 @@
+"""A conditional that stays a conditional under ``jax.vmap``.
+
+``lax.cond(p, f, g, x)`` runs one branch. Under ``jax.vmap`` with a batched predicate JAX rewrites it as
+``select(p, f(x), g(x))``: both branches run, for the whole batch, at every call. In the kinetic solvers
+each field has its own CFL step, so under a vmap over fields the loop's time is batched, and so is every
+predicate that depends on it: the skipped steps past a save time, the barriers between Runge–Kutta stages,
+the recomputation of the coefficients when a step enters a new layer (which then ran at every step). The
+selects also let XLA fuse across what were barriers. A batch of four solves took 1.9–5x the time of the
+same four solves one after the other (benchmarks/kinetic.py, "batch").
+
+:func:`batch_cond` is ``lax.cond`` where the predicate is not batched. With a batched predicate p it runs
+
+    cond(all p, vmap f, cond(any p, select(p, vmap f, vmap g), vmap g)),
+
+so a branch runs, for the whole batch, only when some member takes it, and both only when the members
+disagree. Derivatives are those of ``lax.cond`` (a ``custom_jvp`` whose rule is ``lax.cond``'s JVP), so
+forward and reverse mode work as for ``lax.cond``; a vmap of a derivative gets ``lax.cond``'s batching
+(the select) back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
+from jaxtyping import Array, ArrayLike
+
+__all__ = ["batch_cond"]
+
+
+def batch_cond(pred: ArrayLike, true_fun: Callable[..., Any], false_fun: Callable[..., Any], *operands: Any):
+    """``jax.lax.cond(pred, true_fun, false_fun, *operands)`` that runs no branch needlessly under vmap.
+
+    The branches may close over traced values (they are closure-converted: every array they close over,
+    integers too, becomes an explicit input). Both must return the same structure, shapes and dtypes.
+    """
+    if not isinstance(pred, jax.core.Tracer):  # a concrete predicate: nothing to batch
+        return jax.lax.cond(pred, true_fun, false_fun, *operands)
+    branches = []
+    for fun in (true_fun, false_fun):
+        arrays, static = eqx.partition(eqx.filter_closure_convert(fun, *operands), eqx.is_array)
+        branches.append((arrays, static))
+    (true_arrays, true_static), (false_arrays, false_static) = branches
+
+    def run_true(operands, arrays):
+        return eqx.combine(arrays, true_static)(*operands)
+
+    def run_false(operands, arrays):
+        return eqx.combine(arrays, false_static)(*operands)
+
+    def plain(pred, true_arrays, false_arrays, operands):
+        return jax.lax.cond(
+            pred, lambda ops: run_true(ops, true_arrays), lambda ops: run_false(ops, false_arrays), operands
+        )
+
+    batched = custom_vmap(plain)
+
+    @batched.def_vmap
+    def _rule(axis_size: int, in_batched, pred, true_arrays, false_arrays, operands):
+        args = jax.tree.map(
+            lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x))),
+            (pred, true_arrays, false_arrays, operands),
+            tuple(in_batched),
+        )
+        pred, true_arrays, false_arrays, operands = args
+
+        def every_true(_):
+            return jax.vmap(run_true, axis_size=axis_size)(operands, true_arrays)
+
+        def every_false(_):
+            return jax.vmap(run_false, axis_size=axis_size)(operands, false_arrays)
+
+        def mixed(_):
+            return jax.tree.map(lambda a, b: _select(pred, a, b), every_true(None), every_false(None))
+
+        def not_all(_):
+            return jax.lax.cond(jnp.any(pred), mixed, every_false, None)
+
+        out = jax.lax.cond(jnp.all(pred), every_true, not_all, None)
+        return out, jax.tree.map(lambda _: True, out)
+
+    @jax.custom_jvp
+    def call(pred, true_arrays, false_arrays, operands):
+        return batched(pred, true_arrays, false_arrays, operands)
+
+    @call.defjvp
+    def _jvp(primals, tangents):
+        pred = primals[0]
+        return jax.jvp(lambda *args: plain(pred, *args), primals[1:], tangents[1:])
+
+    return call(pred, true_arrays, false_arrays, tuple(operands))
+
+
+def _select(pred: Array, a: Array, b: Array) -> Array:
+    """``a`` where the batch member's predicate holds, else ``b`` (pred has one entry per leading index)."""
+    return jnp.where(pred.reshape(pred.shape + (1,) * (a.ndim - 1)), a, b)

@@ -1,0 +1,105 @@
+"""batch_cond: lax.cond's values and derivatives; under vmap a branch runs only where a member takes it."""
+
+import functools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import meanfield_jax as mfj
+from meanfield_jax.conditional import batch_cond
+
+PREDICATES = [[True, False, True], [True, True, True], [False, False, False]]
+
+
+def _branches(scale, shift):
+    """Branches that close over a traced float and a traced integer array."""
+    return (lambda x: x * scale + shift, lambda x: x - 1.0)
+
+
+@pytest.mark.parametrize("pred", PREDICATES)
+def test_values_under_vmap_are_those_of_lax_cond_member_by_member(pred):
+    pred = jnp.asarray(pred)
+    x = jnp.arange(6.0).reshape(3, 2)
+    scale, shift = jnp.asarray([2.0, 3.0, 4.0]), jnp.asarray([1, 2, 3])
+
+    def ours(p, x, s, k):
+        return batch_cond(p, *_branches(s, k), x)
+
+    expected = np.stack([jax.lax.cond(pred[i], *_branches(scale[i], shift[i]), x[i]) for i in range(3)])
+    np.testing.assert_array_equal(jax.jit(jax.vmap(ours))(pred, x, scale, shift), expected)
+    # a predicate shared by the batch (not batched) and batched operands
+    shared = jax.vmap(ours, in_axes=(None, 0, 0, 0))(pred[1], x, scale, shift)
+    np.testing.assert_array_equal(shared, x * scale[:, None] + shift[:, None] if pred[1] else x - 1.0)
+
+
+def test_a_branch_no_member_takes_does_not_run_under_vmap():
+    """The true branch raises when it runs. lax.cond under vmap runs it (a select of both branches);
+    batch_cond does not, as long as no member's predicate holds."""
+
+    def raising(x):
+        return eqx.error_if(x, x > -1.0, "the true branch ran")  # a run-time check, true for these x
+
+    x, never = jnp.arange(3.0), jnp.zeros(3, bool)
+
+    def run(cond):
+        batched = jax.jit(jax.vmap(lambda p, x: cond(p, raising, jnp.negative, x)))
+        return jax.block_until_ready(batched(never, x))
+
+    with pytest.raises(Exception, match="the true branch ran"):
+        run(jax.lax.cond)
+    out = run(batch_cond)
+    np.testing.assert_array_equal(out, -x)
+
+
+def test_derivatives_are_those_of_lax_cond():
+    def loss(cond, scale, x):
+        y = cond(jnp.sum(x) > 0, lambda x: jnp.sin(scale * x), lambda x: scale * x**2, x)
+        return jnp.sum(y**2)
+
+    scales, xs = jnp.asarray([0.7, -1.3]), jnp.asarray([[0.2, 0.5], [-0.4, -0.3]])
+    for scale, x in zip(scales, xs):
+        for argnums in (0, 1):
+            a = jax.grad(lambda s, x: loss(batch_cond, s, x), argnums)(scale, x)
+            b = jax.grad(lambda s, x: loss(jax.lax.cond, s, x), argnums)(scale, x)
+            np.testing.assert_allclose(a, b, rtol=1e-15)
+        tangent = jnp.ones_like(x)
+        np.testing.assert_allclose(
+            jax.jvp(functools.partial(loss, batch_cond, scale), (x,), (tangent,))[1],
+            jax.jvp(functools.partial(loss, jax.lax.cond, scale), (x,), (tangent,))[1],
+            rtol=1e-15,
+        )
+    batched = jax.vmap(jax.grad(lambda s, x: loss(batch_cond, s, x)))(scales, xs)
+    expected = [jax.grad(lambda s, x: loss(jax.lax.cond, s, x))(s, x) for s, x in zip(scales, xs)]
+    np.testing.assert_allclose(batched, expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("solver", ["vlasov", "fokker_planck"])
+def test_solvers_under_vmap_over_fields_with_their_own_steps_and_layers(solver):
+    """Three fields of three layers with different CFL steps: vmap gives each field's own solution and
+    gradient (members reach their layer boundaries, and the end, after different numbers of steps)."""
+    grid = mfj.Grid1D(-3.0, 3.0, 48)
+    f0 = grid.project(lambda x: jnp.exp(-2 * (x - 0.3) ** 2))
+    W = jnp.asarray([-0.5, -1.0, -1.5])[:, None, None, None] * jnp.ones((3, 3, 1, 1))
+    b = jnp.asarray([[0.3], [-0.2], [0.1]])[None] * jnp.ones((3, 3, 1))
+
+    def final(W, b):
+        field = mfj.NeuralField(W, b, T=1.0)  # identity activation: the CFL rate grows with |W|
+        if solver == "vlasov":
+            sol = mfj.solve_vlasov(field, f0, grid, save_at=[0.5, 1.0], max_steps=60)
+        else:
+            sol = mfj.solve_fokker_planck(field, f0, grid, diffusion=0.05, save_at=[0.5, 1.0], max_steps=60)
+        return sol.f, sol.num_steps
+
+    def mean(W, b):
+        return mfj.moments(final(W, b)[0][-1], grid, order=1)[1]
+
+    solutions, steps = jax.jit(jax.vmap(final))(W, b)
+    assert len(set(np.asarray(steps).tolist())) == 3  # every field takes its own number of steps
+    gradients = jax.jit(jax.vmap(jax.grad(mean, argnums=(0, 1))))(W, b)
+    for k in range(3):
+        np.testing.assert_allclose(solutions[k], final(W[k], b[k])[0], rtol=1e-12, atol=1e-14)
+        for got, want in zip(gradients, jax.grad(mean, argnums=(0, 1))(W[k], b[k])):
+            np.testing.assert_allclose(got[k], want, rtol=1e-10, atol=1e-14)
