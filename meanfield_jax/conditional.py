@@ -61,18 +61,18 @@ def batch_cond(pred: ArrayLike, true_fun: Callable[..., Any], false_fun: Callabl
 
     @batched.def_vmap
     def _rule(axis_size: int, in_batched, pred, true_arrays, false_arrays, operands):
-        args = jax.tree.map(
-            lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x))),
-            (pred, true_arrays, false_arrays, operands),
-            tuple(in_batched),
-        )
-        pred, true_arrays, false_arrays, operands = args
+        pred = pred if in_batched[0] else jnp.broadcast_to(pred, (axis_size,))
+        # unbatched inputs stay unbatched (in_axes None), not copied axis_size times
+        axes = [jax.tree.map(lambda b: 0 if b else None, tree) for tree in in_batched[1:]]
+        true_axes, false_axes, operand_axes = axes
 
         def every_true(_):
-            return jax.vmap(run_true, axis_size=axis_size)(operands, true_arrays)
+            run = jax.vmap(run_true, in_axes=(operand_axes, true_axes), axis_size=axis_size)
+            return run(operands, true_arrays)
 
         def every_false(_):
-            return jax.vmap(run_false, axis_size=axis_size)(operands, false_arrays)
+            run = jax.vmap(run_false, in_axes=(operand_axes, false_axes), axis_size=axis_size)
+            return run(operands, false_arrays)
 
         def mixed(_):
             return jax.tree.map(lambda a, b: _select(pred, a, b), every_true(None), every_false(None))
