@@ -431,7 +431,8 @@ def batch_row(problem: Problem, layers: int, repeats: int, quantity: str) -> dic
     expected = jax.tree.map(lambda *members: np.stack(members), *outputs["one_by_one"])
     for name in runs:  # the same results, whichever way the batch is run
         jax.tree.map(
-            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14), outputs[name], expected
+            lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14),
+            outputs[name], expected,
         )
     row = {
         "case": problem.kind, "cells": problem.cells, "steps": problem.steps, "layers": layers,

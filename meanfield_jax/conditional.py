@@ -40,17 +40,8 @@ def batch_cond(pred: ArrayLike, true_fun: Callable[..., Any], false_fun: Callabl
     """
     if not isinstance(pred, jax.core.Tracer):  # a concrete predicate: nothing to batch
         return jax.lax.cond(pred, true_fun, false_fun, *operands)
-    branches = []
-    for fun in (true_fun, false_fun):
-        arrays, static = eqx.partition(eqx.filter_closure_convert(fun, *operands), eqx.is_array)
-        branches.append((arrays, static))
-    (true_arrays, true_static), (false_arrays, false_static) = branches
-
-    def run_true(operands, arrays):
-        return eqx.combine(arrays, true_static)(*operands)
-
-    def run_false(operands, arrays):
-        return eqx.combine(arrays, false_static)(*operands)
+    true_arrays, run_true = _closure_converted(true_fun, operands)
+    false_arrays, run_false = _closure_converted(false_fun, operands)
 
     def plain(pred, true_arrays, false_arrays, operands):
         return jax.lax.cond(
@@ -66,13 +57,14 @@ def batch_cond(pred: ArrayLike, true_fun: Callable[..., Any], false_fun: Callabl
         axes = [jax.tree.map(lambda b: 0 if b else None, tree) for tree in in_batched[1:]]
         true_axes, false_axes, operand_axes = axes
 
+        def every(run, arrays, array_axes):
+            return jax.vmap(run, in_axes=(operand_axes, array_axes), axis_size=axis_size)(operands, arrays)
+
         def every_true(_):
-            run = jax.vmap(run_true, in_axes=(operand_axes, true_axes), axis_size=axis_size)
-            return run(operands, true_arrays)
+            return every(run_true, true_arrays, true_axes)
 
         def every_false(_):
-            run = jax.vmap(run_false, in_axes=(operand_axes, false_axes), axis_size=axis_size)
-            return run(operands, false_arrays)
+            return every(run_false, false_arrays, false_axes)
 
         def mixed(_):
             return jax.tree.map(lambda a, b: _select(pred, a, b), every_true(None), every_false(None))
@@ -93,6 +85,12 @@ def batch_cond(pred: ArrayLike, true_fun: Callable[..., Any], false_fun: Callabl
         return jax.jvp(lambda *args: plain(pred, *args), primals[1:], tangents[1:])
 
     return call(pred, true_arrays, false_arrays, tuple(operands))
+
+
+def _closure_converted(fun: Callable[..., Any], operands: tuple) -> tuple[Any, Callable[..., Any]]:
+    """(the arrays ``fun`` closes over, run(operands, arrays) = fun(*operands) with those arrays)."""
+    arrays, static = eqx.partition(eqx.filter_closure_convert(fun, *operands), eqx.is_array)
+    return arrays, lambda operands, arrays: eqx.combine(arrays, static)(*operands)
 
 
 def _select(pred: Array, a: Array, b: Array) -> Array:
