@@ -36,6 +36,10 @@ __all__ = [
     "bernoulli",
     "fitted_flux_coefficients",
     "fitted_operator_vjp",
+    "heun_flux_coefficients",
+    "heun_update",
+    "heun_update_s_vjp",
+    "heun_update_vjp",
     "outflow_rate",
     "tridiagonal_bands",
 ]
@@ -158,3 +162,134 @@ def tridiagonal_bands(alpha: Array, beta: Array, h: float) -> tuple[Array, Array
     upper = _pad_axis(beta, axis, 0, 1) / h
     diagonal = -(_pad_axis(alpha, axis, 0, 1) + _pad_axis(beta, axis, 1, 0)) / h
     return lower, diagonal, upper
+
+
+
+
+
+def _heun_quadratic(a: Array, b: Array) -> tuple[Array, ...]:
+    """(q₋₁, q₀, q₁, q₂) of :func:`heun_flux_coefficients` from a, b on all n + 1 faces (walls zero)."""
+    axis, n_faces = a.ndim - 1, a.shape[-1]
+
+    def face(x: Array, k: int) -> Array:  # x_{j+k} on face j, zero beyond the walls
+        return jax.lax.slice_in_dim(_pad_axis(x, axis, 1, 1), 1 + k, 1 + k + n_faces, axis=axis)
+
+    return (
+        0.5 * a * face(a, -1),
+        -0.5 * a * (a + face(b, -1) + b),
+        0.5 * b * (a + face(a, 1) + b),
+        -0.5 * b * face(b, 1),
+    )
+
+
+def heun_flux_coefficients(alpha: Array, beta: Array, h: float, dt: ArrayLike) -> tuple[Array, ...]:
+    """The face coefficients of Heun's step for d f/dt = L f in 1-D (L along the last axis), written as one
+    conservative update.
+
+    For a fixed linear L, Heun's step of length τ, f₁ = f + τ L f, f_new = (f + f₁ + τ L f₁)/2, is
+    f_new = f + τ L (f + τ L f / 2): the flux of the midpoint density. With the Courant-scaled face flux
+    Ĵ_{i+1/2}(g) = (Δt/h)(α g_i − β g_{i+1}) (walls zero) and τ = s Δt this is
+
+        f_new,i = f_i − (F_{i+1/2} − F_{i−1/2}),   F = s Ĵ(f) + s² Q(f),   Q = Ĵ(Δt L f) / 2,
+
+    and, with a = Δt α/h, b = Δt β/h on face i+1/2, a₋, b₋ on i−1/2 and a₊, b₊ on i+3/2, Δt L f = −ΔĴ gives
+    the four-point stencil
+
+        Q_{i+1/2} = ½ a a₋ f_{i−1} − ½ a (a + b₋ + b) f_i + ½ b (a + a₊ + b) f_{i+1} − ½ b b₊ f_{i+2}.
+
+    Returns (a, b, q₋₁, q₀, q₁, q₂) on all n + 1 faces (zero on the walls): mass changes by the telescoping
+    flux differences only, as in the two-stage form, and under the step bound Δt max(−L_ii) ≤ 1 the update
+    is the non-negative matrix (I + A²)/2, A = I + τ L.
+    """
+    axis = alpha.ndim - 1
+    a, b = (_pad_axis(c * (dt / h), axis, 1, 1) for c in (alpha, beta))
+    return (a, b, *_heun_quadratic(a, b))
+
+
+def _heun_flux_parts(coefficients: tuple[Array, ...], f: Array) -> tuple[Array, Array]:
+    """(Ĵ, Q) on all n + 1 faces: Ĵ = a f_i − b f_{i+1}, Q = q₋₁ f_{i−1} + q₀ f_i + q₁ f_{i+1} + q₂ f_{i+2}.
+    """
+    a, b, q_below, q_left, q_right, q_above = coefficients
+    axis, n = f.ndim - 1, f.shape[-1]
+    padded = _pad_axis(f, axis, 2, 2)
+    # f_{i−1}, f_i, f_{i+1}, f_{i+2} for the face i+1/2
+    two_left, left, right, two_right = (
+        jax.lax.slice_in_dim(padded, k, k + n + 1, axis=axis) for k in range(4)
+    )
+    return a * left - b * right, q_below * two_left + q_left * left + q_right * right + q_above * two_right
+
+
+
+def heun_update(coefficients: tuple[Array, ...], f: Array, s: ArrayLike = 1.0) -> Array:
+    """Heun's step f − ΔF of length s Δt (0 < s ≤ 1) from :func:`heun_flux_coefficients` at Δt, in one pass
+    over f: the same numbers as the two stages up to round-off; 2.2–2.7x faster at 10⁵ cells (measured; one
+    kernel reading six coefficient arrays and f, instead of two stencil passes with the intermediate stage
+    written out), and a shorter step (landing on a stop) takes the same code path.
+    """
+    J, Q = _heun_flux_parts(coefficients, f)
+    return f - jnp.diff(s * J + (s * s) * Q, axis=f.ndim - 1)
+
+
+def heun_update_vjp(
+    coefficients: tuple[Array, ...], f: Array, s: ArrayLike, p: Array
+) -> tuple[tuple[Array, Array], Array]:
+    """The cotangents of ⟨p, heun_update(coefficients, f, s)⟩: ((∂/∂a, ∂/∂b), ∂/∂f), with q₋₁ … q₂
+    taken as the functions of a and b that :func:`heun_flux_coefficients` makes of them (their cotangents are
+    carried into a and b, so a loop accumulates two arrays per step, not six).
+
+    Summing by parts, ⟨p, f − ΔF⟩ = ⟨p, f⟩ + Σ_faces G F with G_{i+1/2} = p_{i+1} − p_i (p = 0 beyond the
+    walls), so ∂/∂a = s G f_i, ∂/∂b = −s G f_{i+1}, ∂/∂q_k = s² G f_{i+k} (then through q(a, b)),
+    and ∂/∂f = p + the transposed stencil applied to G; ∂/∂s is :func:`heun_update_s_vjp`.
+    """
+    a, b, q_below, q_left, q_right, q_above = coefficients
+    axis, n = f.ndim - 1, f.shape[-1]
+    # every shifted value is a slice of one padded input (no pads of intermediate products, which XLA
+    # evaluates element by element with bounds checks: 2x slower measured)
+    p_padded, f_padded = _pad_axis(p, axis, 2, 2), _pad_axis(f, axis, 2, 2)
+
+    def shifted(padded: Array, offset: int, size: int) -> Array:
+        return jax.lax.slice_in_dim(padded, offset, offset + size, axis=axis)
+
+    def G(r: int, size: int) -> Array:  # G_{j+r} for j = 0 … size − 1
+        return shifted(p_padded, r + 2, size) - shifted(p_padded, r + 1, size)
+
+    def on_faces(x: Array, r: int, size: int) -> Array:  # face values x_{j+r}, zero beyond the walls
+        return shifted(_pad_axis(x, axis, 1, 1), r + 1, size)
+
+    m = n + 1
+    f_of = [shifted(f_padded, k, m) for k in range(4)]  # f_{j−2}, f_{j−1}, f_j, f_{j+1} on face j
+    s2 = s * s
+    G0 = G(0, m)
+    a_next, b_prev = on_faces(a, 1, m), on_faces(b, -1, m)
+    side = 0.5 * s2 * (a_next * G(1, m) + b_prev * G(-1, m))
+    d_a = G0 * (
+        s * f_of[1]
+        + 0.5 * s2 * (on_faces(a, -1, m) * f_of[0] - (2 * a + b_prev + b) * f_of[1] + b * f_of[2])
+    ) + side * f_of[1]
+    d_b = G0 * (
+        -s * f_of[2]
+        + 0.5 * s2 * ((a + a_next + 2 * b) * f_of[2] - a * f_of[1] - on_faces(b, 1, n + 1) * f_of[3])
+    ) - side * f_of[2]
+    d_f = (
+        p
+        + s * (on_faces(a, 1, n) * G(1, n) - on_faces(b, 0, n) * G(0, n))
+        + s2
+        * (
+            on_faces(q_below, 2, n) * G(2, n)
+            + on_faces(q_left, 1, n) * G(1, n)
+            + on_faces(q_right, 0, n) * G(0, n)
+            + on_faces(q_above, -1, n) * G(-1, n)
+        )
+    )
+    return (d_a, d_b), d_f
+
+
+def _face_differences(p: Array) -> Array:
+    """G_{i+1/2} = p_{i+1} − p_i on all n + 1 faces (p = 0 beyond the walls)."""
+    return jnp.diff(_pad_axis(p, p.ndim - 1, 1, 1), axis=p.ndim - 1)
+
+
+def heun_update_s_vjp(coefficients: tuple[Array, ...], f: Array, s: ArrayLike, p: Array) -> Array:
+    """∂/∂s ⟨p, heun_update(coefficients, f, s)⟩ = ⟨G, Ĵ + 2 s Q⟩ (G as in :func:`heun_update_vjp`)."""
+    J, Q = _heun_flux_parts(coefficients, f)
+    return jnp.sum(_face_differences(p) * (J + 2 * s * Q))

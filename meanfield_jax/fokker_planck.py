@@ -19,7 +19,12 @@ Time (the field is constant on each layer; steps land on layer boundaries and sa
   Δt = cfl / max(−L_ii), the maximum over the layers, with cfl ∈ (0, 1], keeps f ≥ 0 and the mass exactly.
   Since α ≤ K/h + a⁺ and β ≤ K/h + a⁻ (as B(−u) ≤ 1 + u and B(u) ≤ 1 for u ≥ 0), in 1-D this is at least
   cfl · h² / (2 K_max + 2 |a|_max h), and about cfl · h² / (2 K_max + |a|_max h) for smooth drifts (in 2-D
-  the rates of the two axes add).
+  the rates of the two axes add). In 1-D without feedback L is fixed within a layer, and the step is
+  computed in one pass as f_new = f + τ L (f + τ L f / 2), a conservative update with four-point face fluxes
+  whose coefficients are prepared once per layer
+  (:func:`~meanfield_jax.chang_cooper.heun_flux_coefficients`): the same numbers up to round-off,
+  2.2–2.7x faster at 10⁵ cells (measured); its forward-mode derivative is that of the two stages, and the
+  discrete adjoint differentiates it by its written adjoint.
 * ``method="implicit"``: the θ-scheme (I − θ Δt L) Δf = Δt L f, f_new = f + Δf (θ = 1 backward Euler,
   θ = 1/2 Crank–Nicolson), solved directly: a tridiagonal solve in 1-D, the block Thomas algorithm in 2-D
   (:mod:`meanfield_jax.block_tridiagonal`, O(n_long · n_short³) per step). I − θΔtL is a non-singular M-matrix
@@ -51,6 +56,10 @@ from .chang_cooper import (
     apply_fitted_operator,
     fitted_flux_coefficients,
     fitted_operator_vjp,
+    heun_flux_coefficients,
+    heun_update,
+    heun_update_s_vjp,
+    heun_update_vjp,
     outflow_rate,
     tridiagonal_bands,
 )
@@ -275,6 +284,65 @@ def _heun_step(coefficients, f: Array, dt: Array, spacing: tuple[float, ...]) ->
     return ssp_rk_step(increment, f, dt, "ssprk2")
 
 
+@partial(jax.custom_jvp, nondiff_argnums=(5,))
+def _heun_update_1d(coefficients, update, f: Array, dt: Array, s: Array, spacing: tuple[float]) -> Array:
+    """Heun's step of length Δt_k = s Δt with fixed coefficients (α, β) of L in 1-D, computed in one pass by
+    :func:`~meanfield_jax.chang_cooper.heun_update` from ``update`` = ``heun_flux_coefficients(α, β, h, Δt)``
+    (prepared once per layer). The tangent is that of the two stages (:func:`_heun_step` at Δt_k, w.r.t.
+    α, β, f and Δt_k): the same linear map of f, so the same derivative, and reverse mode transposes the
+    two stencil passes rather than the six-coefficient update (1.6–2.3x faster measured). ``update`` and s
+    are functions of α, β, Δt and Δt_k and get no tangent of their own."""
+    del coefficients, dt, spacing
+    return heun_update(update, f, s)
+
+
+@_heun_update_1d.defjvp
+def _heun_update_1d_jvp(spacing, primals, tangents):
+    coefficients, update, f, dt, s = primals
+    d_coefficients, _, df, d_dt, _ = tangents
+    def two_stages(c, g: Array, step: Array) -> Array:
+        return _heun_step.fun(c, g, step, spacing)
+
+    _, tangent = jax.jvp(two_stages, (coefficients, f, dt), (d_coefficients, df, d_dt))
+    out = heun_update(update, f, s)
+    return out, tangent.astype(out.dtype)
+
+
+@jax.custom_vjp
+def _heun_update_written(update, f: Array, s: Array, full: Array) -> Array:
+    """:func:`~meanfield_jax.chang_cooper.heun_update` of length σ Δt, σ = 1 on a ``full`` step, else s
+    (s = 0: a step past the end of the save interval, which leaves f as it is), with its written adjoint
+    (reverse mode only: the discrete adjoint). The skip is inside: the time loop calls this for every step
+    (``integrate(self_masking=True)``), so that the coefficients, residuals of every step, are not copied out
+    of a conditional. σ has no derivative on a full step and none past the end (t sits on the stop), so the
+    reduction that forms ∂/∂s runs only on a step landing on a stop. The cotangents of q₋₁ … q₂ are returned
+    in those of a and b (``update`` must come from ``heun_flux_coefficients``)."""
+    sigma = jnp.where(full, jnp.ones_like(s), s)
+    return batch_cond(sigma != 0, lambda g: heun_update(update, g, sigma).astype(g.dtype), lambda g: g, f)
+
+
+def _heun_update_written_fwd(update, f, s, full):
+    return _heun_update_written(update, f, s, full), (update, f, s, full)
+
+
+def _heun_update_written_bwd(residuals, p):
+    update, f, s, full = residuals
+    sigma = jnp.where(full, jnp.ones_like(s), s)
+    # no conditional around the adjoint: its outputs would be materialised instead of fused into the
+    # accumulation (2x slower measured); at σ = 0 it gives p and zero cotangents as it stands
+    (d_a, d_b), d_f = heun_update_vjp(update, f, sigma, p)
+    d_s = batch_cond(
+        full | (sigma == 0),
+        lambda: jnp.zeros_like(s),
+        lambda: heun_update_s_vjp(update, f, sigma, p).astype(s.dtype),
+    )
+    d_update = (d_a.astype(update[0].dtype), d_b.astype(update[1].dtype), *(None,) * 4)
+    return d_update, d_f.astype(f.dtype), d_s, None
+
+
+_heun_update_written.defvjp(_heun_update_written_fwd, _heun_update_written_bwd)
+
+
 def _heun_step_fwd(coefficients, f, dt, spacing):
     return _heun_step(coefficients, f, dt, spacing), (coefficients, f, dt)
 
@@ -401,24 +469,43 @@ def _solve(
 
     # Without feedback the coefficients (an exp per face) change only between layers: they are computed per
     # layer (kinetic_common.layer_lookup), not at every step; with feedback each stage computes its own.
+    # In 1-D an explicit step is one conservative update with Heun's four-point face fluxes, whose
+    # coefficients are prepared per layer (chang_cooper.heun_flux_coefficients); a shorter step (landing on a
+    # stop) scales their two parts (see _heun_update_1d and, for the discrete adjoint, _heun_update_written).
+    banded = method == "explicit" and field.feedback is None and disc.grid.d == 1
+
+    def per_layer(l: Array):
+        coefficients = _coefficients(field, l, None, disc)
+        if not banded:
+            return coefficients
+        ((alpha, beta),) = coefficients
+        update = heun_flux_coefficients(alpha, beta, disc.spacing[0], dt)
+        return update if adjoint == "discrete" else (coefficients, update)  # (α, β) for the tangent
+
     first = field.layer_index(jnp.asarray(t0))
     if field.feedback is None:
-        carry0, coefficients_at = layer_lookup(
-            lambda l: _coefficients(field, l, None, disc), field.num_layers, first
-        )
+        carry0, layer_at = layer_lookup(per_layer, field.num_layers, first)
     else:
-        carry0, coefficients_at = (), lambda carry, l: (None, carry)
+        carry0, layer_at = (), lambda carry, l: (None, carry)
     state0 = (f0, carry0)
 
-    def step(state, t: Array, dt: Array):
+    def step(state, t: Array, dt_k: Array, full: Array | None = None):
         f, carry = state
-        coefficients, carry = coefficients_at(carry, field.layer_index(t + dt / 2))
-        # the density keeps its dtype (f0 may be float32)
-        return advance(coefficients, f, t, dt).astype(f.dtype), carry
+        coefficients, carry = layer_at(carry, field.layer_index(t + dt_k / 2))
+        if banded and adjoint == "discrete":  # called for every step, also past the end (dt_k = 0)
+            f_new = _heun_update_written(coefficients, f, dt_k / dt, full)
+        elif banded:
+            def banded_step(g: Array) -> Array:
+                return _heun_update_1d(*coefficients, g, dt_k, dt_k / dt, disc.spacing).astype(g.dtype)
+
+            f_new = batch_cond(dt_k != 0, banded_step, lambda g: g, f)
+        else:
+            f_new = advance(coefficients, f, t, dt_k)
+        return f_new.astype(f.dtype), carry  # the density keeps its dtype (f0 may be float32)
 
     f, info = integrate(  # the carried coefficients are not saved
         step, state0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint,
-        saved=lambda state: state[0],
+        saved=lambda state: state[0], self_masking=banded,
     )
     return KineticSolution(  # built here, so that its arrays cost no extra dispatches
         ts=jnp.asarray(save, f0.dtype),

@@ -110,6 +110,7 @@ def integrate(
     max_steps: int | None = None,
     adjoint: str = "checkpointed",
     saved: Callable[[State], Any] = lambda state: state,
+    self_masking: bool = False,
 ) -> tuple[Any, dict]:
     """Advance ``state0`` from t0 and return ``saved(state)`` at ``save_at`` (stacked on a leading axis).
 
@@ -124,6 +125,11 @@ def integrate(
         adjoint: ``"checkpointed"``, ``"direct"`` or ``"discrete"`` (see module docstring).
         saved: the part of the state that is saved (default all of it), e.g. without a carried cache of
             the current layer's coefficients; the time variable takes its floating-point type.
+        self_masking: call ``step(state, t, dt, full)`` for every step of the fixed-length scan, with dt = 0
+            past the end of the save interval, where the step must return the state unchanged (it can then
+            put that conditional inside a custom derivative, whose residuals are not copied out of it), and
+            ``full`` true for a step of the whole length ``dt_max``, false for one landing on a stop (a step
+            prepared once for ``dt_max`` then knows when its length is fixed).
 
     Returns:
         The saved parts, and ``{"num_steps": steps taken, "max_steps": steps per interval}``.
@@ -165,7 +171,10 @@ def integrate(
         hits = rem <= dt_max + snap_tol * jnp.abs(nxt)
         dt = jnp.where(hits, rem, dt_max)
         active = rem > 0
-        state = batch_cond(active, lambda s: inner_step(s, t, dt), lambda s: s, state)
+        if self_masking:
+            state = inner_step(state, t, dt, ~hits)
+        else:
+            state = batch_cond(active, lambda s: inner_step(s, t, dt), lambda s: s, state)
         t = jnp.where(active, jnp.where(hits, nxt, t + dt), t)
         return state, t, end, count + active.astype(jnp.int32)
 

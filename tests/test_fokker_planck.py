@@ -20,8 +20,13 @@ from meanfield_jax.chang_cooper import (
     bernoulli,
     fitted_flux_coefficients,
     fitted_operator_vjp,
+    heun_flux_coefficients,
+    heun_update,
+    heun_update_s_vjp,
+    heun_update_vjp,
+    outflow_rate,
 )
-from meanfield_jax.fokker_planck import fokker_planck_steady_state, solve_fokker_planck
+from meanfield_jax.fokker_planck import _heun_update_written, fokker_planck_steady_state, solve_fokker_planck
 
 
 def gaussian(x, mean, var):
@@ -110,6 +115,77 @@ def test_fitted_operator_vjp_is_the_operators_own(shape):
     np.testing.assert_allclose(transposed, expected_f, rtol=1e-14, atol=1e-15)
     for ours, theirs in zip(jax.tree.leaves(cotangents), jax.tree.leaves(expected_c)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-14, atol=1e-15)
+
+
+def _random_operator(n=11, h=0.3, seed=5):
+    """Random face coefficients α, β ≥ 0 of L, a density f ≥ 0, and Δt at the explicit step bound."""
+    keys = jax.random.split(jax.random.key(seed), 3)
+    alpha, beta = (jax.random.uniform(k, (n - 1,), minval=0.1, maxval=2.0) for k in keys[:2])
+    f = jax.random.uniform(keys[2], (n,))
+    dt = 1.0 / float(jnp.max(outflow_rate(((alpha, beta),), (h,))))
+    return alpha, beta, f, h, dt
+
+
+@pytest.mark.parametrize("s", [1.0, 0.37])
+def test_one_pass_heun_update_is_heuns_two_stage_step(s):
+    """The conservative one-pass update of length sΔt equals Heun's two stages f₁ = f + τLf,
+    (f + f₁ + τLf₁)/2, τ = sΔt, to round-off; at the step bound it keeps f ≥ 0 and the mass."""
+    alpha, beta, f, h, dt = _random_operator()
+    tau = s * dt
+    f1 = f + tau * apply_fitted_operator(((alpha, beta),), f, (h,))
+    expected = 0.5 * (f + f1 + tau * apply_fitted_operator(((alpha, beta),), f1, (h,)))
+    out = heun_update(heun_flux_coefficients(alpha, beta, h, dt), f, s)
+    np.testing.assert_allclose(out, expected, rtol=1e-14, atol=1e-16)
+    assert float(jnp.min(out)) >= 0.0
+    assert float(jnp.sum(out)) == pytest.approx(float(jnp.sum(f)), rel=1e-15)
+
+
+def test_one_pass_heun_update_written_adjoint_is_jaxs_own():
+    """∂/∂α, ∂/∂β (through a, b and the q's made of them), ∂/∂f and ∂/∂s written out equal JAX's VJP of
+    ⟨p, heun_update(heun_flux_coefficients(α, β, h, Δt), f, s)⟩."""
+    alpha, beta, f, h, dt = _random_operator()
+    p = jax.random.normal(jax.random.key(8), f.shape)
+    s = 0.6
+
+    def total(alpha, beta, f, s):
+        return jnp.vdot(p, heun_update(heun_flux_coefficients(alpha, beta, h, dt), f, s))
+
+    expected = jax.grad(total, argnums=(0, 1, 2, 3))(alpha, beta, f, s)
+    coefficients = heun_flux_coefficients(alpha, beta, h, dt)
+    (d_a, d_b), d_f = heun_update_vjp(coefficients, f, s, p)
+    ours = (d_a[1:-1] * dt / h, d_b[1:-1] * dt / h, d_f, heun_update_s_vjp(coefficients, f, s, p))
+    for mine, theirs in zip(ours, expected):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-13, atol=1e-16)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_one_pass_step_of_the_discrete_adjoint_has_no_length_derivative_on_full_steps(full):
+    """The discrete adjoint's step takes σ = 1 on a full step (s is then not its length), else σ = s: its
+    derivative in s is that of heun_update on a step landing on a stop, even at s = 1, and zero on a
+    full one; the other cotangents are JAX's in both cases."""
+    alpha, beta, f, h, dt = _random_operator()
+    p = jax.random.normal(jax.random.key(9), f.shape)
+    coefficients = heun_flux_coefficients(alpha, beta, h, dt)
+
+    def written(coefficients, f, s):
+        return jnp.vdot(p, _heun_update_written(coefficients, f, s, jnp.asarray(full)))
+
+    def plain(coefficients, f, s):
+        return jnp.vdot(p, heun_update(coefficients, f, 1.0 if full else s))
+
+    for s in (1.0, 0.45):
+        if full and s != 1.0:
+            continue
+        grads = jax.grad(written, argnums=(1, 2))(coefficients, f, jnp.asarray(s))
+        expected = jax.grad(plain, argnums=(1, 2))(coefficients, f, jnp.asarray(s))
+        np.testing.assert_allclose(grads[0], expected[0], rtol=1e-13, atol=1e-16)
+        assert float(grads[1]) == pytest.approx(float(expected[1]), rel=1e-13, abs=1e-16)
+        assert (float(grads[1]) == 0.0) == full
+    # σ = 0 (a step past the end of the save interval) leaves f and its cotangent as they are
+    past_end = (jnp.asarray(0.0), jnp.asarray(False))
+    np.testing.assert_array_equal(_heun_update_written(coefficients, f, *past_end), f)
+    d_f = jax.grad(lambda g: jnp.vdot(p, _heun_update_written(coefficients, g, *past_end)))(f)
+    np.testing.assert_array_equal(d_f, p)
 
 
 # ---- steady states -----------------------------------------------------------------------------------------
@@ -403,7 +479,14 @@ def test_steady_state_gradients_match_finite_differences():
     _check_gradient(loss, (field, QuadraticDiffusion(jnp.array(0.5), jnp.array(0.1))))
 
 
-@pytest.mark.parametrize(("method", "kw"), [("explicit", {"max_steps": 400}), ("implicit", {"dt": 0.02})])
+@pytest.mark.parametrize(
+    ("method", "kw"),
+    [
+        ("explicit", {"max_steps": 400}),
+        ("explicit", {"max_steps": 400, "adjoint": "discrete"}),
+        ("implicit", {"dt": 0.02}),
+    ],
+)
 def test_solution_gradients_match_finite_differences(method, kw):
     def loss(params, **extra):
         field, K = params
@@ -412,6 +495,10 @@ def test_solution_gradients_match_finite_differences(method, kw):
 
     params = (mfj.NeuralField(-1.3, 0.2, activation="tanh", T=1.0), jnp.array(0.7))
     _check_gradient(lambda p: loss(p, **kw), params)
+    if kw.get("adjoint") != "discrete":  # forward mode (the one-pass step's own JVP) gives the same numbers
+        forward = jax.jacfwd(lambda p: loss(p, **kw))(params)
+        for leaf, expected in zip(jax.tree.leaves(forward), jax.tree.leaves(jax.grad(loss)(params, **kw))):
+            np.testing.assert_allclose(leaf, expected, rtol=1e-10)
     # without max_steps (or a fixed dt) the number of steps would depend on the traced field
     with pytest.raises(ValueError, match="max_steps"):
         jax.grad(loss)(params)

@@ -214,15 +214,19 @@ def test_only_discrete_1d_transport_materialises_the_flux_cotangents(monkeypatch
 @pytest.mark.parametrize("dim", list(FRESH_GRIDS))
 def test_only_the_discrete_explicit_fokker_planck_step_uses_the_written_adjoint(monkeypatch, dim):
     """The discrete adjoint differentiates Heun's step by its written adjoint (which needs no forward
-    mode); the checkpointed adjoint lets JAX differentiate it. Both gradients are compared above."""
+    mode): in 1-D that of the one-pass update (heun_update_vjp), in 2-D that of the two stages
+    (fitted_operator_vjp); the checkpointed adjoint lets JAX differentiate the two stages. Both gradients
+    are compared above."""
     grid = FRESH_GRIDS[dim]
+    name = "heun_update_vjp" if grid.d == 1 else "fitted_operator_vjp"
+    written = getattr(mfj.chang_cooper, name)
     calls = []
 
     def spy(*args):
         calls.append(args)
-        return mfj.chang_cooper.fitted_operator_vjp(*args)
+        return written(*args)
 
-    monkeypatch.setattr(mfj.fokker_planck, "fitted_operator_vjp", spy)
+    monkeypatch.setattr(mfj.fokker_planck, name, spy)
 
     def solve(field, f0, adjoint):
         return mfj.solve_fokker_planck(field, f0, grid, diffusion=0.3, adjoint=adjoint, max_steps=60)

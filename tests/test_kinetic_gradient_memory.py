@@ -3,7 +3,8 @@
 The bytes of the compiled gradient (XLA's temporary buffers), not time: with the default checkpointed
 adjoint and with the discrete adjoint, 10x the steps per save interval (100 -> 1000, where the segments
 nest one level deeper) must cost well under the √10 ≈ 3.2x of one level of √n segments, while storing
-every step grows ~10x; the discrete adjoint needs less than the checkpointed one.
+every step grows ~10x; the discrete adjoint needs less than the checkpointed one (transport), or the same
+(within 5 %, 1-D Fokker–Planck, whose step is one pass over f under both).
 """
 
 import jax
@@ -38,5 +39,7 @@ def test_gradient_memory_grows_far_slower_than_the_number_of_steps(solver):
     assert growth["checkpointed"] < 2.0, growth
     assert growth["discrete"] < 2.0, growth
     assert growth["direct"] > 7.0, growth
-    # the discrete adjoint differentiates one step at a time, without the nested checkpoint transforms
-    assert nbytes["discrete", 1000] < 0.9 * nbytes["checkpointed", 1000], nbytes
+    # the discrete adjoint differentiates one step at a time, without the nested checkpoint transforms: less
+    # memory for transport; a 1-D Fokker–Planck step is one pass over f under both, and they need the same
+    limit = 0.9 if solver == "vlasov" else 1.05
+    assert nbytes["discrete", 1000] < limit * nbytes["checkpointed", 1000], nbytes
