@@ -26,9 +26,11 @@ Solvers:
   against the same forward pass compiled the same way.
 
 Reported per case: the median wall time of ``repeats`` runs after a warm-up, the first call (compilation)
-apart; cell-steps/s = cells × S / time; peak memory, as XLA's buffer sizes of the compiled kernel (ours)
-and as the rise of the process's resident memory over one extra untimed run, sampled every millisecond
-(all solvers; a lower bound, since freed memory is reused); the L1 distance of each peer's f(t_final) to
+apart, our two precisions and py-pde called round-robin (as many rounds as fit in 10 s, at least
+``repeats``), so that the load bursts of this shared machine fall on all of them alike (FiPy apart);
+cell-steps/s = cells × S / time; peak memory, as XLA's buffer sizes of the compiled kernel (ours) and as
+the rise of the process's resident memory over one extra untimed run, sampled every millisecond (all
+solvers; a lower bound, since freed memory is reused); the L1 distance of each peer's f(t_final) to
 ours (a check that both solve one problem); the throughput ratios ours / peer; and gradient / forward.
 
 Layer scan: the forward pass and both gradients of 1-D transport and Fokker–Planck on 10⁴ cells with fields
@@ -65,6 +67,7 @@ from common import (
     save_figure,
     save_payload,
     time_compiled_interleaved,
+    time_interleaved,
     xla_memory,
 )
 
@@ -74,6 +77,7 @@ from meanfield_jax.transport import cfl_time_step
 
 CFL = 0.5
 GRADIENT_BUDGET_S = 10.0  # rounds of (forward, two gradients) timed: as many as fit, >= --repeats, <= 50
+PEER_BUDGET_S = 10.0  # the same for the rounds of (ours float64, ours float32, py-pde)
 GOALS = {"throughput_ratio_to_py_pde_at_least": 5.0, "gradient_to_forward_at_most": 5.0}
 LAYER_SCAN = (1, 10, 50)  # layers of the field in the layer scan
 BATCH = 4  # fields solved at once in the batch comparison
@@ -199,37 +203,41 @@ def _throughput(problem: Problem, timing: dict) -> float:
     return problem.cells * problem.steps / timing["median_s"]
 
 
-@jax.enable_x64(True)
-def run_ours_float64(problem: Problem, t_final: float, repeats: int) -> tuple[dict, np.ndarray]:
-    return run_ours(problem, t_final, repeats)
+class Ours:
+    """Our solver on one problem in one precision: ``call()`` solves (and waits), ``record(timing)`` adds
+    the compile time, throughput, XLA memory and resident-memory rise to a timing of those calls."""
 
+    def __init__(self, problem: Problem, t_final: float, x64: bool):
+        self.problem, self.x64 = problem, x64
+        with jax.enable_x64(x64):
+            self.field, self.f0 = problem.field(t_final), problem.initial_density()
 
-@jax.enable_x64(False)
-def run_ours_float32(problem: Problem, t_final: float, repeats: int) -> tuple[dict, np.ndarray]:
-    return run_ours(problem, t_final, repeats)
+    def _solve(self):
+        return jax.block_until_ready(solve_ours(self.problem, self.field, self.f0))
 
+    def call(self):
+        with jax.enable_x64(self.x64):
+            return self._solve()
 
-def run_ours(problem: Problem, t_final: float, repeats: int) -> tuple[dict, np.ndarray]:
-    """Our solver in the precision in force (``jax.enable_x64``)."""
-    field = problem.field(t_final)
-    f0 = problem.initial_density()
+    def final(self) -> np.ndarray:
+        sol = self.call()
+        if int(sol.num_steps) != self.problem.steps:
+            raise RuntimeError(f"{self.problem}: our solver took {int(sol.num_steps)} steps, "
+                               f"expected {self.problem.steps}")
+        return np.asarray(sol.f[-1], np.float64)
 
-    def run(_):
-        sol = solve_ours(problem, field, f0)
-        return jax.block_until_ready(sol)
-
-    timing, sol = measure(run, repeats)
-    if int(sol.num_steps) != problem.steps:
-        raise RuntimeError(f"{problem}: our solver took {int(sol.num_steps)} steps, expected {problem.steps}")
-    traced = jax.jit(lambda fld, f: solve_ours(problem, fld, f, max_steps=problem.steps).f)
-    return {
-        **timing,
-        "compile_s": max(timing["first_call_s"] - timing["median_s"], 0.0),
-        "cell_steps_per_s": _throughput(problem, timing),
-        "xla_memory": xla_memory(traced.lower(field, f0).compile()),
-        "peak_rss_rise_bytes": peak_rss_rise(run),
-        "dtype": sol.f.dtype.name,
-    }, np.asarray(sol.f[-1], np.float64)
+    def record(self, timing: dict) -> dict:
+        problem = self.problem
+        with jax.enable_x64(self.x64):
+            traced = jax.jit(lambda fld, f: solve_ours(problem, fld, f, max_steps=problem.steps).f)
+            return {
+                **timing,
+                "compile_s": max(timing["first_call_s"] - timing["median_s"], 0.0),
+                "cell_steps_per_s": _throughput(problem, timing),
+                "xla_memory": xla_memory(traced.lower(self.field, self.f0).compile()),
+                "peak_rss_rise_bytes": peak_rss_rise(lambda _: self._solve()),
+                "dtype": "float64" if self.x64 else "float32",
+            }
 
 
 @jax.enable_x64(True)
@@ -257,43 +265,48 @@ def run_gradient(problem: Problem, t_final: float, repeats: int, layers: int = 1
     return out
 
 
-def run_py_pde(problem: Problem, t_final: float, f0: jax.Array, repeats: int) -> tuple[dict, np.ndarray]:
-    import pde
-    from pde.solvers import EulerSolver
+class PyPDE:
+    """py-pde on one problem: the stepper is built and compiled here; ``call()`` resets the state to f0 in
+    place (a copy, inside the timing: under 0.2 % of a solve) and advances it by S explicit Euler steps."""
 
-    lo, hi = problem.domain
-    grid = pde.CartesianGrid([[lo, hi]] * problem.d, [problem.n] * problem.d)
-    initial = np.asarray(f0, np.float64)
-    bc = {"value": 0.0} if problem.diffusion is None else {"derivative": 0.0}
-    equation = pde.PDE({"f": problem.py_pde_expression()}, bc=bc)
-    solver = EulerSolver(equation, backend="numba", adaptive=False)
-    dt = t_final / problem.steps
-    start = time.perf_counter()
-    stepper = solver.make_stepper(pde.ScalarField(grid, initial), dt)
-    stepper(pde.ScalarField(grid, initial), 0.0, dt)  # numba compiles here
-    compile_s = time.perf_counter() - start
+    def __init__(self, problem: Problem, t_final: float, f0: jax.Array):
+        import pde
+        from pde.solvers import EulerSolver
 
-    def run(state):
-        before = solver.info["steps"]
-        stepper(state, 0.0, t_final)
-        if solver.info["steps"] - before != problem.steps:
-            raise RuntimeError(f"py-pde took {solver.info['steps'] - before} steps, expected {problem.steps}")
-        return state.data
+        lo, hi = problem.domain
+        grid = pde.CartesianGrid([[lo, hi]] * problem.d, [problem.n] * problem.d)
+        self.problem, self.t_final = problem, t_final
+        self.initial = np.asarray(f0, np.float64)
+        self.bc = {"value": 0.0} if problem.diffusion is None else {"derivative": 0.0}
+        self.solver = EulerSolver(pde.PDE({"f": problem.py_pde_expression()}, bc=self.bc), backend="numba",
+                                  adaptive=False)
+        self.dt = t_final / problem.steps
+        start = time.perf_counter()
+        self.state = pde.ScalarField(grid, self.initial.copy())
+        self.stepper = self.solver.make_stepper(self.state, self.dt)
+        self.stepper(self.state, 0.0, self.dt)  # numba compiles here
+        self.compile_s = time.perf_counter() - start
 
-    def setup():
-        return pde.ScalarField(grid, initial.copy())
+    def call(self) -> np.ndarray:
+        self.state.data[...] = self.initial
+        before = self.solver.info["steps"]
+        self.stepper(self.state, 0.0, self.t_final)
+        if self.solver.info["steps"] - before != self.problem.steps:
+            raise RuntimeError(f"py-pde took {self.solver.info['steps'] - before} steps, "
+                               f"expected {self.problem.steps}")
+        return self.state.data
 
-    timing, final = measure(run, repeats, setup)
-    return {
-        **timing,
-        "compile_s": compile_s,
-        "cell_steps_per_s": _throughput(problem, timing),
-        "peak_rss_rise_bytes": peak_rss_rise(run, setup),
-        "scheme": "explicit Euler, central differences (py-pde expression), numba backend",
-        "boundary": bc,
-        "expression": problem.py_pde_expression(),
-        "dt": dt,
-    }, np.asarray(final, np.float64)
+    def record(self, timing: dict) -> dict:
+        return {
+            **timing,
+            "compile_s": self.compile_s,
+            "cell_steps_per_s": _throughput(self.problem, timing),
+            "peak_rss_rise_bytes": peak_rss_rise(lambda _: self.call()),
+            "scheme": "explicit Euler, central differences (py-pde expression), numba backend",
+            "boundary": self.bc,
+            "expression": self.problem.py_pde_expression(),
+            "dt": self.dt,
+        }
 
 
 def run_fipy(problem: Problem, t_final: float, f0: jax.Array, repeats: int) -> tuple[dict, np.ndarray]:
@@ -340,8 +353,20 @@ def run_case(problem: Problem, repeats: int) -> dict:
     dt = problem.time_step()
     t_final = problem.steps * dt * (1.0 - 1e-9)
     f0 = problem.initial_density()
-    ours64, final64 = run_ours_float64(problem, t_final, repeats)
-    ours32, _ = run_ours_float32(problem, t_final, repeats)
+    # ours (both precisions) and py-pde are timed round-robin, so that load bursts on this shared machine
+    # fall on all three alike; FiPy (~10³ times slower) is timed on its own
+    ours = {"float64": Ours(problem, t_final, True), "float32": Ours(problem, t_final, False)}
+    py_pde = PyPDE(problem, t_final, f0)
+    calls = {**{f"ours/{k}": v.call for k, v in ours.items()}, "py-pde": py_pde.call}
+    first = {}
+    for name, call in calls.items():  # compilation, kept out of the round length
+        start = time.perf_counter()
+        call()
+        first[name] = time.perf_counter() - start
+    timings, _ = time_interleaved(calls, repeats, budget_s=PEER_BUDGET_S)
+    for name, seconds in first.items():
+        timings[name]["first_call_s"] = seconds
+    final64 = ours["float64"].final()
     result = {
         "case": problem.kind,
         "cells": problem.cells,
@@ -349,15 +374,16 @@ def run_case(problem: Problem, repeats: int) -> dict:
         "steps": problem.steps,
         "dt": dt,
         "t_final": t_final,
-        "ours": {"float64": ours64, "float32": ours32},
+        "ours": {k: v.record(timings[f"ours/{k}"]) for k, v in ours.items()},
         "gradient": run_gradient(problem, t_final, repeats),
-        "peers": {},
+        "peers": {"py-pde": py_pde.record(timings["py-pde"])},
     }
-    peers = [("py-pde", run_py_pde)] + ([("fipy", run_fipy)] if problem.diffusion is not None else [])
-    for name, runner in peers:
-        stats, final = runner(problem, t_final, f0, repeats)
-        stats["l1_distance_to_ours"] = float(np.sum(np.abs(final - final64)) * grid.cell_volume)
-        result["peers"][name] = stats
+    finals = {"py-pde": np.asarray(py_pde.call(), np.float64)}
+    if problem.diffusion is not None:
+        result["peers"]["fipy"], finals["fipy"] = run_fipy(problem, t_final, f0, repeats)
+    for name, final in finals.items():
+        distance = float(np.sum(np.abs(final - final64)) * grid.cell_volume)
+        result["peers"][name]["l1_distance_to_ours"] = distance
     kernel = _throughput(problem, result["gradient"]["forward"])
     result["gradient"]["forward"]["cell_steps_per_s"] = kernel
     result["ratios"] = {}
