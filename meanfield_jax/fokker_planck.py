@@ -19,9 +19,9 @@ Time (the field is constant on each layer; steps land on layer boundaries and sa
   Δt = cfl / max(−L_ii), the maximum over the layers, with cfl ∈ (0, 1], keeps f ≥ 0 and the mass exactly.
   Since α ≤ K/h + a⁺ and β ≤ K/h + a⁻ (as B(−u) ≤ 1 + u and B(u) ≤ 1 for u ≥ 0), in 1-D this is at least
   cfl · h² / (2 K_max + 2 |a|_max h), and about cfl · h² / (2 K_max + |a|_max h) for smooth drifts (in 2-D
-  the rates of the two axes add). In 1-D without feedback L is fixed within a layer, and the step is
-  computed in one pass as f_new = f + τ L (f + τ L f / 2), a conservative update with four-point face fluxes
-  whose coefficients are prepared once per layer
+  the rates of the two axes add). In 1-D for a field of one layer without feedback L is fixed, and the step
+  is computed in one pass as f_new = f + τ L (f + τ L f / 2), a conservative update with four-point face
+  fluxes whose coefficients are prepared once
   (:func:`~meanfield_jax.chang_cooper.heun_flux_coefficients`): the same numbers up to round-off,
   2.2–2.7x faster at 10⁵ cells (measured); its forward-mode derivative is that of the two stages, and the
   discrete adjoint differentiates it by its written adjoint.
@@ -285,26 +285,26 @@ def _heun_step(coefficients, f: Array, dt: Array, spacing: tuple[float, ...]) ->
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(5,))
-def _heun_update_1d(coefficients, update, f: Array, dt: Array, s: Array, spacing: tuple[float]) -> Array:
+def _heun_update_1d(coefficients, update, f: Array, dt_k: Array, s: Array, spacing: tuple[float]) -> Array:
     """Heun's step of length Δt_k = s Δt with fixed coefficients (α, β) of L in 1-D, computed in one pass by
     :func:`~meanfield_jax.chang_cooper.heun_update` from ``update`` = ``heun_flux_coefficients(α, β, h, Δt)``
     (prepared once per layer). The tangent is that of the two stages (:func:`_heun_step` at Δt_k, w.r.t.
     α, β, f and Δt_k): the same linear map of f, so the same derivative; reverse mode then transposes the
     two stencil passes, which was faster than JAX's transpose of the six-coefficient update (by 1–11 %,
     measured). ``update`` and s are functions of α, β, Δt and Δt_k and get no tangent of their own."""
-    del coefficients, dt, spacing
+    del coefficients, dt_k, spacing
     return heun_update(update, f, s)
 
 
 @_heun_update_1d.defjvp
 def _heun_update_1d_jvp(spacing, primals, tangents):
-    coefficients, update, f, dt, s = primals
-    d_coefficients, _, df, d_dt, _ = tangents
+    coefficients, update, f, dt_k, s = primals
+    d_coefficients, _, df, d_dt_k, _ = tangents
 
     def two_stages(c, g: Array, step: Array) -> Array:
         return _heun_step.fun(c, g, step, spacing)
 
-    _, tangent = jax.jvp(two_stages, (coefficients, f, dt), (d_coefficients, df, d_dt))
+    _, tangent = jax.jvp(two_stages, (coefficients, f, dt_k), (d_coefficients, df, d_dt_k))
     out = heun_update(update, f, s)
     return out, tangent.astype(out.dtype)
 
@@ -470,10 +470,13 @@ def _solve(
 
     # Without feedback the coefficients (an exp per face) change only between layers: they are computed per
     # layer (kinetic_common.layer_lookup), not at every step; with feedback each stage computes its own.
-    # In 1-D an explicit step is one conservative update with Heun's four-point face fluxes, whose
-    # coefficients are prepared per layer (chang_cooper.heun_flux_coefficients); a shorter step (landing on a
-    # stop) scales their two parts (see _heun_update_1d and, for the discrete adjoint, _heun_update_written).
-    banded = method == "explicit" and field.feedback is None and disc.grid.d == 1
+    # In 1-D with one layer an explicit step is one conservative update with Heun's four-point face fluxes,
+    # whose coefficients are prepared once (chang_cooper.heun_flux_coefficients); a shorter step (landing on
+    # a stop) scales their two parts (see _heun_update_1d and, for the discrete adjoint,
+    # _heun_update_written). With several layers the six coefficient arrays would be carried through the
+    # loop (kinetic_common.layer_lookup) instead of two: measured slower and larger gradients (10 layers,
+    # 10⁴ cells: discrete 1.4-1.7x the time), so those keep the two stages.
+    banded = method == "explicit" and field.feedback is None and disc.grid.d == 1 and field.num_layers == 1
 
     def per_layer(l: Array):
         coefficients = _coefficients(field, l, None, disc)

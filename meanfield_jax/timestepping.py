@@ -13,7 +13,8 @@ remainder within 16 ulp of the stop counts as a hit, so round-off in t + Δt nev
 The loop is a ``lax.scan`` of fixed length per save interval, as in diffrax: the length is computed from
 Δt_max when it is concrete, and from ``max_steps`` when Δt_max is traced (under ``jax.grad`` the field, hence
 the CFL step, is traced). Steps past the end of an interval have Δt_k = 0 and are skipped by a conditional
-(:func:`~meanfield_jax.conditional.batch_cond`, which stays one under ``jax.vmap``);
+(:func:`~meanfield_jax.conditional.batch_cond`, which stays one under ``jax.vmap``), or, with
+``self_masking``, by the step itself;
 both paths do the same arithmetic, so derivatives equal finite differences of the concrete solver. Running
 out of ``max_steps`` is a runtime error naming it. With ``adjoint="checkpointed"`` the inner loop is split
 into segments under ``jax.checkpoint`` (:func:`meanfield_jax.adjoint.checkpointed_scan`: √n segments of √n
@@ -46,7 +47,7 @@ from .conditional import batch_cond
 __all__ = ["ADJOINTS", "integrate", "resolve_save_times", "steps_needed"]
 
 State = Any
-Step = Callable[[State, Array, Array], State]
+Step = Callable[..., State]  # step(state, t, dt), or step(state, t, dt, full) with self_masking
 
 
 def resolve_save_times(
@@ -99,6 +100,21 @@ def steps_needed(targets: np.ndarray, stops: np.ndarray, t0: float, dt_max: floa
     return max(worst, 1)
 
 
+@jax.custom_jvp
+def _nan_derivatives_if(x: Any, bad: Array) -> Any:
+    """``x``, whose derivatives are NaN where ``bad``. The error raised when the loop runs out of
+    ``max_steps`` is a check on the solution's value; a compiled gradient that does not use that value
+    drops the check, and would otherwise return the finite gradient of a truncated solve."""
+    return x
+
+
+@_nan_derivatives_if.defjvp
+def _nan_derivatives_if_jvp(primals, tangents):
+    x, bad = primals
+    t, _ = tangents
+    return x, jax.tree.map(lambda leaf: jnp.where(bad, jnp.nan, 1.0).astype(leaf.dtype) * leaf, t)
+
+
 def integrate(
     step: Step,
     state0: State,
@@ -121,7 +137,8 @@ def integrate(
         dt_max: the largest stable step (may be traced).
         layer_stops: concrete times the steps must land on (layer boundaries).
         max_steps: bound on the steps between two consecutive save times, required when ``dt_max`` is
-            traced and the number of steps cannot be computed.
+            traced and the number of steps cannot be computed. Running out of it is a runtime error, and
+            a compiled gradient that never looks at the solution itself comes back NaN.
         adjoint: ``"checkpointed"``, ``"direct"`` or ``"discrete"`` (see module docstring).
         saved: the part of the state that is saved (default all of it), e.g. without a carried cache of
             the current layer's coefficients; the time variable takes its floating-point type.
@@ -195,9 +212,10 @@ def integrate(
 
     init = (state0, jnp.asarray(t0, dtype), jnp.asarray(0, jnp.int32))
     (_, _, count), (kept, reached) = jax.lax.scan(interval, init, jnp.asarray(targets, dtype))
+    ran_out = jnp.any(reached != jnp.asarray(targets, dtype))
     kept = eqx.error_if(
-        kept,
-        jnp.any(reached != jnp.asarray(targets, dtype)),
+        _nan_derivatives_if(kept, ran_out),
+        ran_out,
         f"the time loop ran out of steps (max_steps={n_inner} per save interval): pass a larger max_steps",
     )
     bad = jnp.stack([jnp.any(~jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim)))

@@ -173,10 +173,12 @@ def test_materialised_vjp_under_vmap_and_not_in_forward_mode():
 FRESH_GRIDS = {"1d": mfj.Grid1D(-4.0, 4.0, 37), "2d": mfj.Grid2D((-3.0, 3.0, 9), (-2.0, 2.0, 7))}
 
 
-def _calls_per_adjoint(grid, solve, calls: list) -> list[int]:
+def _calls_per_adjoint(grid, solve, calls: list, layers: int | None = None) -> list[int]:
     """len(calls) after the gradient of a final moment through ``solve(field, f0, adjoint)`` by the
-    checkpointed adjoint, and again after the discrete one (a spy appends to ``calls``)."""
+    checkpointed adjoint, and again after the discrete one (a spy appends to ``calls``); the field has the
+    first ``layers`` layers of the test fields (default all of them)."""
     W, b = (W_1D, B_1D) if grid.d == 1 else (W_2D, B_2D)
+    W, b = W[:layers], b[:layers]
     f0 = initial(grid)
 
     def final_moment(W, adjoint):
@@ -211,26 +213,27 @@ def test_only_discrete_1d_transport_materialises_the_flux_cotangents(monkeypatch
     assert (counts[1] > 0) == (grid.d == 1)
 
 
-@pytest.mark.parametrize("dim", list(FRESH_GRIDS))
-def test_only_the_discrete_explicit_fokker_planck_step_uses_the_written_adjoint(monkeypatch, dim):
+@pytest.mark.parametrize(("dim", "layers"), [("1d", 1), ("1d", 3), ("2d", 3)])
+def test_only_the_discrete_explicit_fokker_planck_step_uses_the_written_adjoint(monkeypatch, dim, layers):
     """The discrete adjoint differentiates Heun's step by its written adjoint (which needs no forward
-    mode): in 1-D that of the one-pass update (heun_update_vjp), in 2-D that of the two stages
-    (fitted_operator_vjp); the checkpointed adjoint lets JAX differentiate the two stages. Both gradients
-    are compared above."""
+    mode): in 1-D with one layer that of the one-pass update (heun_update_vjp), otherwise that of the two
+    stages (fitted_operator_vjp); the checkpointed adjoint lets JAX differentiate the two stages. Both
+    gradients are compared above."""
     grid = FRESH_GRIDS[dim]
-    name = "heun_update_vjp" if grid.d == 1 else "fitted_operator_vjp"
-    written = getattr(mfj.chang_cooper, name)
+    name = "heun_update_vjp" if grid.d == 1 and layers == 1 else "fitted_operator_vjp"
     calls = []
+    for spied in ("heun_update_vjp", "fitted_operator_vjp"):
+        written = getattr(mfj.chang_cooper, spied)
 
-    def spy(*args):
-        calls.append(args)
-        return written(*args)
+        def spy(*args, written=written, spied=spied):
+            calls.append(spied)
+            return written(*args)
 
-    monkeypatch.setattr(mfj.fokker_planck, name, spy)
+        monkeypatch.setattr(mfj.fokker_planck, spied, spy)
 
     def solve(field, f0, adjoint):
         return mfj.solve_fokker_planck(field, f0, grid, diffusion=0.3, adjoint=adjoint, max_steps=60)
 
-    counts = _calls_per_adjoint(grid, solve, calls)
-    assert counts[0] == 0
-    assert counts[1] > 0
+    after_checkpointed, after_discrete = _calls_per_adjoint(grid, solve, calls, layers)
+    assert after_checkpointed == 0
+    assert set(calls[after_checkpointed:after_discrete]) == {name}

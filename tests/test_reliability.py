@@ -27,6 +27,28 @@ def test_time_loop_reports_the_first_non_finite_save_interval():
         integrate(blow_up, jnp.ones(3), np.array([0.0, 0.25, 0.5, 1.0]), 0.01, np.array([]))
 
 
+@pytest.mark.parametrize("adjoint", ["checkpointed", "discrete"])
+def test_running_out_of_max_steps_is_an_error_or_a_nan_gradient_never_a_wrong_one(adjoint):
+    """A solve that needs 51 steps with max_steps=20: the solution raises, and so does an eager gradient;
+    a compiled gradient, which XLA computes without the solution's value (and so without the check on
+    it), is NaN instead of the gradient of the truncated solve (1.17 here, against 2.21 with enough steps)."""
+    grid = mfj.Grid1D(-3.0, 3.0, 30)
+    f0 = grid.project(lambda x: jnp.exp(-((x - 0.3) ** 2)))
+
+    def loss(W, max_steps):
+        field = mfj.NeuralField(W, jnp.zeros(1), activation="tanh", T=1.0)
+        sol = mfj.solve_fokker_planck(field, f0, grid, diffusion=0.5, max_steps=max_steps, adjoint=adjoint)
+        return jnp.sum(sol.f[-1] * grid.x**2)
+
+    W = jnp.array([[-1.0]])
+    message = r"ran out of steps \(max_steps=20 per save interval\)"
+    with pytest.raises((eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError), match=message):
+        jax.grad(loss)(W, 20)
+    compiled = jax.jit(jax.grad(loss), static_argnums=1)
+    assert bool(jnp.isnan(compiled(W, 20)).all())
+    assert bool(jnp.isfinite(compiled(W, 60)).all())
+
+
 def test_fit_stops_on_overflowing_weights_and_names_the_step():
     x = jnp.linspace(0.0, 1.0, 16)[:, None]
 
