@@ -498,7 +498,8 @@ def _solve(
         coefficients, carry = layer_at(carry, field.layer_index(t + dt_k / 2))
         if banded and adjoint == "discrete":  # called for every step, also past the end (dt_k = 0)
             f_new = _heun_update_written(coefficients, f, dt_k / dt, full)
-        elif banded:
+        elif banded:  # the skip held here too: integrate's conditional around the whole step made the
+            # checkpointed gradient 1.2x slower (measured at 10⁵ cells, 301–320 against 375 ms)
             def banded_step(g: Array) -> Array:
                 return _heun_update_1d(*coefficients, g, dt_k, dt_k / dt, disc.spacing).astype(g.dtype)
 
