@@ -474,8 +474,8 @@ def _solve(
     # whose coefficients are prepared once (chang_cooper.heun_flux_coefficients); a shorter step (landing on
     # a stop) scales their two parts (see _heun_update_1d and, for the discrete adjoint,
     # _heun_update_written). With several layers the six coefficient arrays would be carried through the
-    # loop (kinetic_common.layer_lookup) instead of two: measured slower and larger gradients (10 layers,
-    # 10⁴ cells: discrete 1.4-1.7x the time), so those keep the two stages.
+    # loop (kinetic_common.layer_lookup) instead of two: measured slower and larger gradients (10 and 50
+    # layers, 10⁴ cells: discrete 1.6-1.7x the time, calls interleaved), so those keep the two stages.
     banded = method == "explicit" and field.feedback is None and disc.grid.d == 1 and field.num_layers == 1
 
     def per_layer(l: Array):
