@@ -41,6 +41,7 @@ __all__ = [
     "heun_update_s_vjp",
     "heun_update_vjp",
     "outflow_rate",
+    "pad_cells",
     "tridiagonal_bands",
 ]
 
@@ -170,12 +171,17 @@ def _on_faces(x: Array, k: int, size: int) -> Array:
     return jax.lax.slice_in_dim(_pad_axis(x, axis, 1, 1), 1 + k, 1 + k + size, axis=axis)
 
 
-def _face_neighbours(f: Array) -> list[Array]:
+def pad_cells(f: Array) -> Array:
+    """f with two zero cells beyond each wall along the last axis (the ``padded`` inputs below)."""
+    return _pad_axis(f, f.ndim - 1, 2, 2)
+
+
+def _face_neighbours(f: Array, padded: bool = False) -> list[Array]:
     """f_{j−2}, f_{j−1}, f_j, f_{j+1} on every face j = 0 … n (cells j − 1, j on its sides; zero beyond the
-    walls), each a slice of one padded f."""
-    axis, n = f.ndim - 1, f.shape[-1]
-    padded = _pad_axis(f, axis, 2, 2)
-    return [jax.lax.slice_in_dim(padded, k, k + n + 1, axis=axis) for k in range(4)]
+    walls), each a slice of one padded f (``padded``: f is that already, see :func:`pad_cells`)."""
+    f_padded = f if padded else pad_cells(f)
+    axis, n = f.ndim - 1, f_padded.shape[-1] - 4
+    return [jax.lax.slice_in_dim(f_padded, k, k + n + 1, axis=axis) for k in range(4)]
 
 
 def _heun_quadratic(a: Array, b: Array) -> tuple[Array, ...]:
@@ -213,11 +219,12 @@ def heun_flux_coefficients(alpha: Array, beta: Array, h: float, dt: ArrayLike) -
     return (a, b, *_heun_quadratic(a, b))
 
 
-def _heun_flux_parts(coefficients: tuple[Array, ...], f: Array) -> tuple[Array, Array]:
+def _heun_flux_parts(coefficients: tuple[Array, ...], f: Array, padded: bool = False) -> tuple[Array, Array]:
     """(Ĵ, Q) on all n + 1 faces: Ĵ = a f_i − b f_{i+1}, Q = q₋₁ f_{i−1} + q₀ f_i + q₁ f_{i+1} + q₂ f_{i+2}.
     """
     a, b, q_below, q_left, q_right, q_above = coefficients
-    two_left, left, right, two_right = _face_neighbours(f)  # f_{i−1}, f_i, f_{i+1}, f_{i+2} for face i+1/2
+    # f_{i−1}, f_i, f_{i+1}, f_{i+2} for face i+1/2
+    two_left, left, right, two_right = _face_neighbours(f, padded)
     return a * left - b * right, q_below * two_left + q_left * left + q_right * right + q_above * two_right
 
 
@@ -233,11 +240,13 @@ def heun_update(coefficients: tuple[Array, ...], f: Array, s: ArrayLike = 1.0) -
 
 
 def heun_update_vjp(
-    coefficients: tuple[Array, ...], f: Array, s: ArrayLike, p: Array
+    coefficients: tuple[Array, ...], f: Array, s: ArrayLike, p: Array, padded: bool = False
 ) -> tuple[tuple[Array, Array], Array]:
     """The cotangents of ⟨p, heun_update(coefficients, f, s)⟩: ((∂/∂a, ∂/∂b), ∂/∂f), with q₋₁ … q₂
     taken as the functions of a and b that :func:`heun_flux_coefficients` makes of them (their cotangents are
-    carried into a and b, so a loop accumulates two arrays per step, not six).
+    carried into a and b, so a loop accumulates two arrays per step, not six). With ``padded``, f and p are
+    given as :func:`pad_cells` makes them (∂/∂f is not padded), so that a caller that also needs ∂/∂s
+    (:func:`heun_update_s_vjp`) pads each once.
 
     Summing by parts, ⟨p, f − ΔF⟩ = ⟨p, f⟩ + Σ_faces G F with G_{i+1/2} = p_{i+1} − p_i (p = 0 beyond the
     walls), so ∂/∂a = s G f_i, ∂/∂b = −s G f_{i+1}, ∂/∂q_k = s² G f_{i+k} (then through q(a, b)),
@@ -246,17 +255,18 @@ def heun_update_vjp(
     :func:`heun_flux_coefficients` does).
     """
     a, b, q_below, q_left, q_right, q_above = coefficients
-    axis, n = f.ndim - 1, f.shape[-1]
+    axis, n = f.ndim - 1, a.shape[-1] - 1
     # every shifted value is a slice of one padded input (no pads of intermediate products, which XLA
-    # evaluates element by element with bounds checks: 2x slower measured)
-    p_padded = _pad_axis(p, axis, 2, 2)
+    # evaluates element by element with bounds checks: 2x slower measured); p itself too, so that p is not
+    # read after the pad (a later read had XLA copy it at every step)
+    p_padded = p if padded else pad_cells(p)
 
     def G(r: int, size: int) -> Array:  # G_{j+r} for j = 0 … size − 1
         return (jax.lax.slice_in_dim(p_padded, r + 2, r + 2 + size, axis=axis)
                 - jax.lax.slice_in_dim(p_padded, r + 1, r + 1 + size, axis=axis))
 
     m = n + 1
-    f_of = _face_neighbours(f)  # f_{j−2}, f_{j−1}, f_j, f_{j+1} on face j
+    f_of = _face_neighbours(f, padded)  # f_{j−2}, f_{j−1}, f_j, f_{j+1} on face j
     s2 = s * s
     G0 = G(0, m)
     a_next, b_prev = _on_faces(a, 1, m), _on_faces(b, -1, m)
@@ -270,7 +280,7 @@ def heun_update_vjp(
         + 0.5 * s2 * ((a + a_next + 2 * b) * f_of[2] - a * f_of[1] - _on_faces(b, 1, m) * f_of[3])
     ) - side * f_of[2]
     d_f = (
-        p
+        jax.lax.slice_in_dim(p_padded, 2, 2 + n, axis=axis)
         + s * (_on_faces(a, 1, n) * G(1, n) - _on_faces(b, 0, n) * G(0, n))
         + s2
         * (
@@ -283,12 +293,19 @@ def heun_update_vjp(
     return (d_a, d_b), d_f
 
 
-def _face_differences(p: Array) -> Array:
-    """G_{i+1/2} = p_{i+1} − p_i on all n + 1 faces (p = 0 beyond the walls)."""
-    return jnp.diff(_pad_axis(p, p.ndim - 1, 1, 1), axis=p.ndim - 1)
+def _face_differences(p: Array, padded: bool = False) -> Array:
+    """G_{i+1/2} = p_{i+1} − p_i on all n + 1 faces (p = 0 beyond the walls; ``padded`` as in
+    :func:`_face_neighbours`)."""
+    axis = p.ndim - 1
+    if padded:
+        return jnp.diff(jax.lax.slice_in_dim(p, 1, p.shape[-1] - 1, axis=axis), axis=axis)
+    return jnp.diff(_pad_axis(p, axis, 1, 1), axis=axis)
 
 
-def heun_update_s_vjp(coefficients: tuple[Array, ...], f: Array, s: ArrayLike, p: Array) -> Array:
-    """∂/∂s ⟨p, heun_update(coefficients, f, s)⟩ = ⟨G, Ĵ + 2 s Q⟩ (G as in :func:`heun_update_vjp`)."""
-    J, Q = _heun_flux_parts(coefficients, f)
-    return jnp.sum(_face_differences(p) * (J + 2 * s * Q))
+def heun_update_s_vjp(
+    coefficients: tuple[Array, ...], f: Array, s: ArrayLike, p: Array, padded: bool = False
+) -> Array:
+    """∂/∂s ⟨p, heun_update(coefficients, f, s)⟩ = ⟨G, Ĵ + 2 s Q⟩ (G as in :func:`heun_update_vjp`;
+    ``padded`` as there)."""
+    J, Q = _heun_flux_parts(coefficients, f, padded)
+    return jnp.sum(_face_differences(p, padded) * (J + 2 * s * Q))

@@ -61,6 +61,7 @@ from .chang_cooper import (
     heun_update_s_vjp,
     heun_update_vjp,
     outflow_rate,
+    pad_cells,
     tridiagonal_bands,
 )
 from .conditional import batch_cond
@@ -345,12 +346,15 @@ def _heun_update_written_bwd(residuals, p):
     update, f, s, full = residuals
     sigma = jnp.where(full, jnp.ones_like(s), s)
     # no conditional around the adjoint: its outputs would be materialised instead of fused into the
-    # accumulation (2x slower measured); at σ = 0 it gives p and zero cotangents as it stands
-    (d_a, d_b), d_f = heun_update_vjp(update, f, sigma, p)
+    # accumulation (2x slower measured); at σ = 0 it gives p and zero cotangents as it stands. f and p are
+    # padded once for both cotangents, so the conditional takes arrays the adjoint has written anyway (given
+    # f and p, XLA copied each of them once more per step)
+    f_padded, p_padded = pad_cells(f), pad_cells(p)
+    (d_a, d_b), d_f = heun_update_vjp(update, f_padded, sigma, p_padded, padded=True)
     d_s = batch_cond(
         full | (sigma == 0),
         lambda: jnp.zeros_like(s),
-        lambda: heun_update_s_vjp(update, f, sigma, p).astype(s.dtype),
+        lambda: heun_update_s_vjp(update, f_padded, sigma, p_padded, padded=True).astype(s.dtype),
     )
     d_update = (d_a.astype(update[0].dtype), d_b.astype(update[1].dtype), *(None,) * 4)
     return d_update, d_f.astype(f.dtype), d_s, None

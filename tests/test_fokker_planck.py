@@ -25,6 +25,7 @@ from meanfield_jax.chang_cooper import (
     heun_update_s_vjp,
     heun_update_vjp,
     outflow_rate,
+    pad_cells,
 )
 from meanfield_jax.fokker_planck import _heun_update_written, fokker_planck_steady_state, solve_fokker_planck
 
@@ -152,10 +153,13 @@ def test_one_pass_heun_update_written_adjoint_is_jaxs_own():
 
     expected = jax.grad(total, argnums=(0, 1, 2, 3))(alpha, beta, f, s)
     coefficients = heun_flux_coefficients(alpha, beta, h, dt)
-    (d_a, d_b), d_f = heun_update_vjp(coefficients, f, s, p)
-    ours = (d_a[1:-1] * dt / h, d_b[1:-1] * dt / h, d_f, heun_update_s_vjp(coefficients, f, s, p))
-    for mine, theirs in zip(ours, expected):
-        np.testing.assert_allclose(mine, theirs, rtol=1e-13, atol=1e-16)
+    for padded in (False, True):  # f and p given padded by pad_cells: the same cotangents
+        f_in, p_in = (pad_cells(f), pad_cells(p)) if padded else (f, p)
+        (d_a, d_b), d_f = heun_update_vjp(coefficients, f_in, s, p_in, padded=padded)
+        d_s = heun_update_s_vjp(coefficients, f_in, s, p_in, padded=padded)
+        ours = (d_a[1:-1] * dt / h, d_b[1:-1] * dt / h, d_f, d_s)
+        for mine, theirs in zip(ours, expected):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-13, atol=1e-16)
 
 
 @pytest.mark.parametrize("full", [False, True])

@@ -225,9 +225,9 @@ def test_only_the_discrete_explicit_fokker_planck_step_uses_the_written_adjoint(
     for spied in ("heun_update_vjp", "fitted_operator_vjp"):
         written = getattr(mfj.chang_cooper, spied)
 
-        def spy(*args, written=written, spied=spied):
+        def spy(*args, written=written, spied=spied, **kwargs):
             calls.append(spied)
-            return written(*args)
+            return written(*args, **kwargs)
 
         monkeypatch.setattr(mfj.fokker_planck, spied, spy)
 
