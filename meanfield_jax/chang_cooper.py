@@ -26,6 +26,7 @@ Properties, all exact in the discrete setting:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -260,11 +261,7 @@ def heun_update_vjp(
     # evaluates element by element with bounds checks: 2x slower measured); p itself too, so that p is not
     # read after the pad (a later read had XLA copy it at every step)
     p_padded = p if padded else pad_cells(p)
-
-    def G(r: int, size: int) -> Array:  # G_{j+r} for j = 0 … size − 1
-        return (jax.lax.slice_in_dim(p_padded, r + 2, r + 2 + size, axis=axis)
-                - jax.lax.slice_in_dim(p_padded, r + 1, r + 1 + size, axis=axis))
-
+    G = partial(_face_differences, p_padded)
     m = n + 1
     f_of = _face_neighbours(f, padded)  # f_{j−2}, f_{j−1}, f_j, f_{j+1} on face j
     s2 = s * s
@@ -293,13 +290,12 @@ def heun_update_vjp(
     return (d_a, d_b), d_f
 
 
-def _face_differences(p: Array, padded: bool = False) -> Array:
-    """G_{i+1/2} = p_{i+1} − p_i on all n + 1 faces (p = 0 beyond the walls; ``padded`` as in
-    :func:`_face_neighbours`)."""
-    axis = p.ndim - 1
-    if padded:
-        return jnp.diff(jax.lax.slice_in_dim(p, 1, p.shape[-1] - 1, axis=axis), axis=axis)
-    return jnp.diff(_pad_axis(p, axis, 1, 1), axis=axis)
+def _face_differences(p_padded: Array, r: int, size: int) -> Array:
+    """G_{j+r} = p_{j+r} − p_{j+r−1} for faces j = 0 … size − 1 (G_{i+1/2} = p_{i+1} − p_i; p zero beyond
+    the walls), from p as :func:`pad_cells` makes it."""
+    axis = p_padded.ndim - 1
+    return (jax.lax.slice_in_dim(p_padded, r + 2, r + 2 + size, axis=axis)
+            - jax.lax.slice_in_dim(p_padded, r + 1, r + 1 + size, axis=axis))
 
 
 def heun_update_s_vjp(
@@ -308,4 +304,5 @@ def heun_update_s_vjp(
     """∂/∂s ⟨p, heun_update(coefficients, f, s)⟩ = ⟨G, Ĵ + 2 s Q⟩ (G as in :func:`heun_update_vjp`;
     ``padded`` as there)."""
     J, Q = _heun_flux_parts(coefficients, f, padded)
-    return jnp.sum(_face_differences(p, padded) * (J + 2 * s * Q))
+    p_padded = p if padded else pad_cells(p)
+    return jnp.sum(_face_differences(p_padded, 0, J.shape[-1]) * (J + 2 * s * Q))

@@ -482,7 +482,8 @@ def _solve(
     t0: float,
 ) -> KineticSolution:
     """The time loop; ``dt`` (the largest step) may be traced, ``steps`` is the scan length per interval;
-    ``first_coefficients``: the face coefficients of a one-layer field without feedback, or None."""
+    ``first_coefficients``: the face coefficients of a one-layer field without feedback under explicit
+    steps (from :func:`_prepare`), or None."""
     save = np.asarray(save_at)
     dt = dt.astype(f0.dtype)
     if method == "explicit":
