@@ -16,6 +16,9 @@ so a branch runs, for the whole batch, only when some member takes it, and both 
 disagree. Derivatives are those of ``lax.cond`` (a ``custom_jvp`` whose rule is ``lax.cond``'s JVP), so
 forward and reverse mode work as for ``lax.cond``; a vmap of a derivative gets ``lax.cond``'s batching
 (the select) back.
+
+:func:`behind_conditional` uses a conditional for its other effect: XLA does not fuse across one, so what
+its branches compute is written to memory by kernels of its own before anything reads it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
 from jaxtyping import Array, ArrayLike
 
-__all__ = ["batch_cond"]
+__all__ = ["batch_cond", "behind_conditional"]
 
 
 def batch_cond(pred: ArrayLike, true_fun: Callable[..., Any], false_fun: Callable[..., Any], *operands: Any):
@@ -96,3 +99,21 @@ def _closure_converted(fun: Callable[..., Any], operands: tuple) -> tuple[Any, C
 def _select(pred: Array, a: Array, b: Array) -> Array:
     """``a`` where the batch member's predicate holds, else ``b`` (pred has one entry per leading index)."""
     return jnp.where(pred.reshape(pred.shape + (1,) * (a.ndim - 1)), a, b)
+
+
+def behind_conditional(fn: Callable[..., Any], *operands: Any, cond: Callable = batch_cond) -> Any:
+    """``fn(*operands)``, computed by kernels of its own and written to memory before anything reads it.
+
+    XLA fuses elementwise work (a slice, a dynamic slice, a pad) into each consumer and re-evaluates it
+    there, and it does not fuse across a conditional; so ``fn`` runs in both branches of ``cond`` (a
+    :func:`batch_cond` by default, which stays one under ``jax.vmap``) whose predicate holds at run time but
+    is not a constant XLA could fold: x_m == x_m for the middle entry x_m of the first floating-point
+    operand with entries (false only for NaN, and both branches are the same). Without one, ``fn`` is called
+    as it is. ``fn`` must not close over traced values: pass them in ``operands``.
+    """
+    leaves = [x for x in jax.tree.leaves(operands) if jnp.issubdtype(x.dtype, jnp.inexact) and x.size > 0]
+    if not leaves:
+        return fn(*operands)
+    x = leaves[0]
+    middle = x.ravel()[x.size // 2]  # not a ghost cell: its constant would fold
+    return cond(middle == middle, fn, fn, *operands)

@@ -536,7 +536,7 @@ def _solve(
 
     f, info = integrate(  # the carried coefficients are not saved
         step, state0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint,
-        saved=lambda state: state[0], self_masking=banded,
+        saved=lambda state: state[0], self_masking=banded, copy_states=banded,
     )
     return KineticSolution(  # built here, so that its arrays cost no extra dispatches
         ts=jnp.asarray(save, f0.dtype),

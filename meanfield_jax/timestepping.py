@@ -127,6 +127,7 @@ def integrate(
     adjoint: str = "checkpointed",
     saved: Callable[[State], Any] = lambda state: state,
     self_masking: bool = False,
+    copy_states: bool = False,
 ) -> tuple[Any, dict]:
     """Advance ``state0`` from t0 and return ``saved(state)`` at ``save_at`` (stacked on a leading axis).
 
@@ -147,6 +148,8 @@ def integrate(
             put that conditional inside a custom derivative, whose residuals are not copied out of it), and
             ``full`` true for a step of the whole length ``dt_max``, false for one landing on a stop (a step
             prepared once for ``dt_max`` then knows when its length is fixed).
+        copy_states: with ``adjoint="discrete"``, copy each recomputed state out of its segment's buffer
+            before the reverse step reads it (:class:`~meanfield_jax.adjoint.VJPStep`'s ``copy_reads``).
 
     Returns:
         The saved parts, and ``{"num_steps": steps taken, "max_steps": steps per interval}``.
@@ -203,7 +206,7 @@ def integrate(
         if adjoint == "discrete":  # every array the step closes over (integers too) becomes a shared input
             converted = eqx.filter_closure_convert(one_step, carry, step_numbers[0])
             shared, static = eqx.partition(converted, eqx.is_array)
-            adjoint_step = VJPStep(lambda c, l, arrays: eqx.combine(arrays, static)(c, l))
+            adjoint_step = VJPStep(lambda c, l, arrays: eqx.combine(arrays, static)(c, l), copy_states)
             carry = adjoint_scan(adjoint_step, carry, step_numbers, shared)
         else:
             carry = checkpointed_scan(one_step, carry, step_numbers, adjoint=adjoint)
