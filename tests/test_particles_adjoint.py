@@ -18,7 +18,7 @@ import pytest
 import meanfield_jax as mfj
 from meanfield_jax import particles
 from meanfield_jax.activations import ACTIVATIONS
-from meanfield_jax.adjoint import ADJOINTS, checkpoint_interval, segment_plan
+from meanfield_jax.adjoint import ADJOINTS, _from_groups, _runs, _to_groups, checkpoint_interval, segment_plan
 
 T = 0.9
 L = 4  # two segments of 2 layers (the 5-layer feedback test covers a shorter head segment)
@@ -329,3 +329,21 @@ def test_bad_adjoint_is_rejected_by_name():
     field = mfj.NeuralField(1.0, 0.0, T=T)
     with pytest.raises(ValueError, match=r"adjoint.*'backsolve'"):
         mfj.resnet_forward(field, jnp.ones(3), adjoint="backsolve")
+
+
+@pytest.mark.parametrize("m, blocks", [(262144, 32), (1000000, 64), (96, 3), (35, 5), (64, 64)])
+def test_backward_groups_partition_the_particles_and_share_every_device(m, blocks):
+    """The discrete adjoint's groups: a permutation of the last axis that _from_groups undoes, and every
+    contiguous share of m / D entries (D dividing the number of runs) holds m / (D · blocks) entries of each
+    group, so that sharded particles stay on their devices."""
+    a = np.arange(2 * m).reshape(2, m)
+    groups = np.asarray(_to_groups(jnp.asarray(a), blocks))
+    assert groups.shape == (blocks, 2, m // blocks)
+    np.testing.assert_array_equal(np.sort(groups[:, 0].ravel()), np.arange(m))
+    np.testing.assert_array_equal(np.asarray(_from_groups(jnp.asarray(groups), m)), a)
+    runs = _runs(m, blocks)
+    assert m % (runs * blocks) == 0 and (runs == 16 or m % (2 * runs * blocks))
+    for devices in (d for d in (1, 2, 4, 8, 16) if runs % d == 0):
+        share = groups[:, 0] // (m // devices)  # the device holding each entry
+        for j in range(blocks):
+            np.testing.assert_array_equal(np.bincount(share[j], minlength=devices), m // (devices * blocks))
