@@ -186,7 +186,7 @@ class VJPStep(AbstractAdjointStep):
     :func:`~meanfield_jax.conditional.behind_conditional`) before the VJP reads it. Otherwise XLA fuses the
     dynamic slice of the buffer into every kernel that reads x_l, and into a pad as a bounds-checked read
     per element: measured, the Fokker–Planck gradient 4–15 % faster at 10³–10⁵ cells with the copy, the
-    MUSCL one 1–15 % slower (benchmarks/README.md).
+    MUSCL one up to 15 % slower (at 10³ cells; benchmarks/README.md).
     """
 
     fn: Callable = eqx.field(static=True)

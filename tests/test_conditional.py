@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import meanfield_jax as mfj
-from meanfield_jax.conditional import batch_cond
+from meanfield_jax.conditional import batch_cond, behind_conditional
 
 PREDICATES = [[True, False, True], [True, True, True], [False, False, False]]
 
@@ -103,3 +103,26 @@ def test_solvers_under_vmap_over_fields_with_their_own_steps_and_layers(solver):
         np.testing.assert_allclose(solutions[k], final(W[k], b[k])[0], rtol=1e-12, atol=1e-14)
         for got, want in zip(gradients, jax.grad(mean, argnums=(0, 1))(W[k], b[k])):
             np.testing.assert_allclose(got[k], want, rtol=1e-10, atol=1e-14)
+
+
+def test_behind_conditional_gives_fn_values_from_a_conditional_also_under_vmap():
+    """fn's values (a slice of a buffer and an integer passed along), computed inside a conditional that
+    XLA keeps (its predicate is not a constant), one conditional per call also under vmap; NaN entries
+    take the same branch's values; without a floating-point operand fn is called as it is."""
+    buffers, i = jnp.arange(12.0).reshape(3, 4), jnp.asarray(2)
+
+    def read(b, i):
+        return jax.lax.dynamic_index_in_dim(b, i, keepdims=False), i + 1
+
+    row, j = jax.jit(lambda b, i: behind_conditional(read, b, i))(buffers, i)
+    np.testing.assert_array_equal(row, buffers[2])
+    assert int(j) == 3
+    text = jax.jit(lambda b, i: behind_conditional(read, b, i)[0]).lower(buffers, i).compile().as_text()
+    assert "conditional(" in text
+    batched = jax.jit(jax.vmap(lambda b: behind_conditional(read, b, i)[0]))
+    stack = jnp.stack([buffers, -buffers])
+    np.testing.assert_array_equal(batched(stack), stack[:, 2])
+    assert "conditional(" in batched.lower(stack).compile().as_text()
+    nan = buffers.at[1, 2].set(jnp.nan)  # the middle entry: the predicate is false, the branches the same
+    np.testing.assert_array_equal(behind_conditional(read, nan, i)[0], buffers[2])
+    assert behind_conditional(lambda k: k * 2, jnp.asarray(3)) == 6
