@@ -335,11 +335,8 @@ def _heun_update_1d_jvp(spacing, primals, tangents):
     coefficients, update, f, dt_k, s = primals
     d_coefficients, _, df, d_dt_k, _ = tangents
 
-    def two_stages(c, g: Array, step: Array) -> Array:
-        return _heun_stages(c, g, step, spacing)
-
-    _, tangent = jax.jvp(two_stages, (coefficients, f, dt_k), (d_coefficients, df, d_dt_k))
     out = _skipping_heun_update(update, f, s)
+    tangent = _heun_stages_tangent((coefficients, f, dt_k), (d_coefficients, df, d_dt_k), spacing)
     return out, tangent.astype(out.dtype)
 
 
@@ -348,6 +345,11 @@ def _heun_stages(coefficients, f: Array, dt: Array, spacing: tuple[float, ...]) 
     (the derivative of :func:`_heun_step` and of the one-pass step, see :func:`_heun_update_1d`)."""
     f1 = f + dt * _applied(coefficients, f, spacing)
     return 0.5 * (f + f1 + dt * _applied(coefficients, f1, spacing))
+
+
+def _heun_stages_tangent(primals: tuple, tangents: tuple, spacing: tuple[float, ...]) -> Array:
+    """The tangent of :func:`_heun_stages` at primals = (coefficients, f, Δt)."""
+    return jax.jvp(lambda c, g, h: _heun_stages(c, g, h, spacing), primals, tangents)[1]
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -379,8 +381,7 @@ def _heun_step_plain_tangent(coefficients, f: Array, dt: Array, spacing: tuple[f
 @_heun_step_plain_tangent.defjvp
 def _heun_step_plain_tangent_jvp(spacing, primals, tangents):
     out = _heun_step_plain_tangent(*primals, spacing)
-    _, tangent = jax.jvp(lambda c, g, h: _heun_stages(c, g, h, spacing), primals, tangents)
-    return out, tangent.astype(out.dtype)
+    return out, _heun_stages_tangent(primals, tangents, spacing).astype(out.dtype)
 
 
 @jax.custom_vjp
@@ -392,8 +393,7 @@ def _heun_update_written(update, f: Array, s: Array, full: Array) -> Array:
     of a conditional. σ has no derivative on a full step and none past the end (t sits on the stop), so the
     reduction that forms ∂/∂s runs only on a step landing on a stop. The cotangents of q₋₁ … q₂ are returned
     in those of a and b (``update`` must come from ``heun_flux_coefficients``)."""
-    sigma = jnp.where(full, jnp.ones_like(s), s)
-    return batch_cond(sigma != 0, lambda g: heun_update(update, g, sigma).astype(g.dtype), lambda g: g, f)
+    return _skipping_heun_update(update, f, jnp.where(full, jnp.ones_like(s), s))
 
 
 def _heun_update_written_fwd(update, f, s, full):
