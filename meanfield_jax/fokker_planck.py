@@ -535,7 +535,7 @@ def _solve(
     save_at: tuple[float, ...],
     steps: int,
     method: str,
-    theta: Array,
+    theta: Array | None,
     adjoint: str,
     t0: float,
 ) -> KineticSolution:
@@ -737,7 +737,8 @@ def solve_fokker_planck(
     else:
         step, steps = jnp.asarray(dt), _scan_length(save, layer_stops(field), dt, max_steps, t0)
     save_times = tuple(save.tolist())
-    return _solve(field, f0, disc, first, step, save_times, steps, method, jnp.asarray(theta), adjoint, t0)
+    theta = jnp.asarray(theta) if method == "implicit" else None  # explicit steps have no θ
+    return _solve(field, f0, disc, first, step, save_times, steps, method, theta, adjoint, t0)
 
 
 @partial(jit_arrays, static_argnames=())

@@ -104,7 +104,7 @@ def validate_field_and_grid(field: Any, grid: Any) -> None:
 def validate_density(f0: ArrayLike, grid: Grid1D | Grid2D, name: str = "f0") -> Array:
     """``f0`` as a floating array of the grid's shape; a concrete one must be finite and non-negative."""
     try:
-        f = jnp.asarray(f0)
+        f = f0 if isinstance(f0, jax.Array) else jnp.asarray(f0)
     except TypeError as exc:
         raise TypeError(f"{name} must be an array of cell averages, got {type(f0).__name__}") from exc
     if not jnp.issubdtype(f.dtype, jnp.number) or jnp.issubdtype(f.dtype, jnp.complexfloating):
@@ -136,8 +136,8 @@ def layer_stops(field: AbstractField) -> np.ndarray:
 
 def steps_per_save_interval(save_at: np.ndarray, stops: np.ndarray, dt: float, t0: float = 0.0) -> int:
     """Steps of size ≤ dt, landing on every stop and save time, that the longest save interval takes."""
-    targets = save_at[save_at > t0]
-    return steps_needed(targets, np.unique(np.concatenate([stops, targets])), t0, dt)
+    targets = [s for s in np.ravel(save_at).tolist() if s > t0]
+    return steps_needed(targets, sorted({*np.ravel(stops).tolist(), *targets}), t0, dt)
 
 
 def layer_lookup(

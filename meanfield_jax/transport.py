@@ -189,7 +189,8 @@ def _solve(
     )
 
 
-_advection_rate_bound = jit_arrays(advection_rate_bound, static_argnames=("boundary",))
+# one compiled call for counting the steps of a concrete field (op by op it took ~0.1 ms on 10³ cells)
+_compiled_time_step = jit_arrays(cfl_time_step, static_argnames=("boundary", "cfl", "t_end"))
 
 
 def _scan_length(steps: int) -> int:
@@ -256,8 +257,7 @@ def prepare_vlasov(
         steps = max_steps
     else:  # a concrete field (closed over by an outer jax.jit, say): count the steps now
         with jax.ensure_compile_time_eval():
-            rate = _advection_rate_bound(field, grid, boundary)
-            dt = float(_step_from_rate(rate, config.cfl, float(save[-1]) - t0))
+            dt = float(_compiled_time_step(field, grid, boundary, config.cfl, float(save[-1]) - t0))
         needed = steps_per_save_interval(save, layer_stops(field), dt, t0)
         if max_steps is not None and needed > max_steps:
             raise ValueError(f"max_steps={max_steps} is too small: {needed} steps are needed between saves")
