@@ -74,6 +74,7 @@ from .kinetic_common import (
     density_mean,
     grid_axes,
     is_traced,
+    largest_over_layers,
     layer_lookup,
     layer_stops,
     maps_between_layers,
@@ -226,22 +227,25 @@ def _coefficients(
 
 
 def _rate_bound(field: AbstractField, disc: _Discretisation, method: str) -> Array:
-    """Inverse time scale of the step over all layers: max(−L_ii) (explicit), Σ_axes max|a|/h (implicit)."""
-    means = mean_box_corners(disc.grid) if field.feedback is not None else None
+    """Inverse time scale of the step over all layers: max(−L_ii) (explicit), Σ_axes max|a|/h (implicit)
+    (:func:`~meanfield_jax.kinetic_common.largest_over_layers`)."""
+    return largest_over_layers(partial(_layer_rate, method), (field, disc), field.num_layers)
+
+
+def _layer_rate(method: str, operands: tuple[AbstractField, _Discretisation], l: Array) -> Array:
+    """The inverse time scale of layer l; with a feedback bias the largest over the corner means (which
+    bound the data's mean), taken face by face."""
+    field, disc = operands
 
     def over_means(fn: Callable[[Array | None], Any]) -> Any:
-        """fn(mean), each leaf maximised over the corner means when the field has feedback."""
-        if means is None:
+        if field.feedback is None:
             return fn(None)
-        return jax.tree_util.tree_map(lambda v: jnp.max(v, axis=0), jax.vmap(fn)(means))
+        return jax.tree_util.tree_map(lambda v: jnp.max(v, axis=0), jax.vmap(fn)(mean_box_corners(disc.grid)))
 
-    def layer_rate(l: Array) -> Array:
-        if method == "explicit":
-            return _outflow_bound(over_means(lambda m: _coefficients(field, l, m, disc)), disc)
-        speeds = over_means(lambda m: tuple(jnp.abs(a) for a in _drift(field, l, m, disc)))
-        return sum(jnp.max(s) / h for s, h in zip(speeds, disc.spacing))
-
-    return jnp.max(jax.lax.map(layer_rate, jnp.arange(field.num_layers)))
+    if method == "explicit":
+        return _outflow_bound(over_means(lambda m: _coefficients(field, l, m, disc)), disc)
+    speeds = over_means(lambda m: tuple(jnp.abs(a) for a in _drift(field, l, m, disc)))
+    return sum(jnp.max(s) / h for s, h in zip(speeds, disc.spacing))
 
 
 def _outflow_bound(coefficients, disc: _Discretisation) -> Array:

@@ -20,6 +20,7 @@ so whatever leaves at one end enters at the other).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "flux_difference",
     "grid_axes",
     "is_traced",
+    "largest_over_layers",
     "layer_lookup",
     "layer_stops",
     "maps_between_layers",
@@ -257,28 +259,55 @@ def mean_box_corners(grid: Grid1D | Grid2D) -> Array:
     return jnp.array(list(itertools.product(*[(ax.x[0], ax.x[-1]) for ax in grid_axes(grid)])))
 
 
+def largest_over_layers(value: Callable[[Any, Array], Array], operands: Any, num_layers: int) -> Array:
+    """max_l value(operands, l) over the layers l = 0, …, L − 1 (a ``lax.map``), e.g. a CFL rate bound.
+
+    Its derivative is that of the layer attaining the maximum (the first at a tie): a small change of any
+    other layer does not move it. Reverse mode then differentiates one layer's value instead of all L
+    (a 50-layer Fokker–Planck bound on 10⁴ cells: the gradient of ``jnp.max`` of the map took 6.7x the
+    value's time). ``value`` must be a function of the arrays in ``operands`` only.
+    """
+    if num_layers == 1:
+        return value(operands, jnp.asarray(0))
+    return _largest_over_layers(value, operands, num_layers)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 2))
+def _largest_over_layers(value, operands, num_layers):
+    return jnp.max(jax.lax.map(lambda l: value(operands, l), jnp.arange(num_layers)))
+
+
+@_largest_over_layers.defjvp
+def _largest_over_layers_jvp(value, num_layers, primals, tangents):
+    (operands,), (d_operands,) = primals, tangents
+    values = jax.lax.map(lambda l: value(operands, l), jnp.arange(num_layers))
+    worst = jnp.argmax(values)
+    _, d_value = jax.jvp(lambda o: value(o, worst), (operands,), (d_operands,))
+    return values[worst], d_value
+
+
 def advection_rate_bound(field: AbstractField, grid: Grid1D | Grid2D, boundary: str) -> Array:
     """max over layers and cells of :func:`cell_outflow_rates` of the drift, the inverse of the largest
-    positive upwind step.
+    positive upwind step (:func:`largest_over_layers`).
 
     With a feedback bias the drift depends on the data's mean, which lies in the box of cell centres; σ is
     non-decreasing and the mean enters its argument linearly, so F⁺ and F⁻ on each face are largest at a
     corner of that box, and the bound takes, face by face, the largest over the corners.
     """
-    means = mean_box_corners(grid) if field.feedback is not None else None
+    bound = functools.partial(_layer_outflow_bound, grid, boundary)
+    return largest_over_layers(bound, field, field.num_layers)
 
-    def layer_bound(l: Array) -> Array:
-        if means is None:
-            vel = face_velocities(field, l, grid, boundary)
-            upper = [jnp.maximum(v, 0.0) for v in vel]
-            lower = [jnp.maximum(-v, 0.0) for v in vel]
-        else:
-            vel = jax.vmap(lambda m: face_velocities(field, l, grid, boundary, m))(means)
-            upper = [jnp.max(jnp.maximum(v, 0.0), axis=0) for v in vel]
-            lower = [jnp.max(jnp.maximum(-v, 0.0), axis=0) for v in vel]
-        return jnp.max(cell_outflow_rates(upper, lower, grid))
 
-    return jnp.max(jax.lax.map(layer_bound, jnp.arange(field.num_layers)))
+def _layer_outflow_bound(grid: Grid1D | Grid2D, boundary: str, field: AbstractField, l: Array) -> Array:
+    if field.feedback is None:
+        vel = face_velocities(field, l, grid, boundary)
+        upper = [jnp.maximum(v, 0.0) for v in vel]
+        lower = [jnp.maximum(-v, 0.0) for v in vel]
+    else:
+        vel = jax.vmap(lambda m: face_velocities(field, l, grid, boundary, m))(mean_box_corners(grid))
+        upper = [jnp.max(jnp.maximum(v, 0.0), axis=0) for v in vel]
+        lower = [jnp.max(jnp.maximum(-v, 0.0), axis=0) for v in vel]
+    return jnp.max(cell_outflow_rates(upper, lower, grid))
 
 
 # ---- conservative update --------------------------------------------------------------------------------

@@ -87,3 +87,30 @@ def test_carried_layer_quantity_is_neither_saved_nor_sets_the_time_type(solver):
         return run.lower(field).compile().memory_analysis().temp_size_in_bytes
 
     assert temp_bytes(2) < 1.5 * temp_bytes(1)
+
+
+def test_largest_over_layers_is_differentiated_through_the_largest_layer():
+    """max_l v(w, l) (the CFL bounds' maximum over layers): its value is the largest layer value, and its
+    derivative, in reverse and forward mode, that of the layer attaining it; away from a tie both equal
+    central finite differences."""
+    from meanfield_jax.kinetic_common import largest_over_layers
+
+    rng = np.random.default_rng(0)
+    w, direction = jnp.asarray(rng.normal(size=(5, 7))), jnp.asarray(rng.normal(size=(5, 7)))
+
+    def value(w, l):
+        return jnp.sum(jnp.exp(w[l]))
+
+    def bound(w):
+        return largest_over_layers(value, w, 5)
+
+    values = np.array([float(value(w, l)) for l in range(5)])
+    worst = int(np.argmax(values))
+    assert float(bound(w)) == values.max() and np.sort(values)[-2] < values.max() - 0.1  # no tie
+    grad = jax.grad(bound)(w)
+    np.testing.assert_allclose(grad, jnp.zeros_like(w).at[worst].set(jnp.exp(w[worst])), rtol=1e-14)
+    _, tangent = jax.jvp(bound, (w,), (direction,))
+    np.testing.assert_allclose(tangent, jnp.vdot(grad, direction), rtol=1e-13)
+    eps = 1e-6
+    fd = (bound(w + eps * direction) - bound(w - eps * direction)) / (2 * eps)
+    np.testing.assert_allclose(fd, tangent, rtol=1e-7)
