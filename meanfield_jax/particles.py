@@ -272,7 +272,7 @@ def resnet_forward(
     if not isinstance(field, AbstractField):
         raise TypeError(f"field must be a NeuralField (or another AbstractField), got {type(field).__name__}")
     check_adjoint(adjoint)
-    x0 = jnp.asarray(x0)
+    x0 = x0 if isinstance(x0, jax.Array) else jnp.asarray(x0)
     squeeze = False
     if x0.ndim == 1 and field.d == 1:
         x0, squeeze = x0[:, None], True
