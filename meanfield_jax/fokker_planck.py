@@ -74,11 +74,11 @@ from .kinetic_common import (
     density_mean,
     grid_axes,
     is_traced,
+    largest_over_corner_means,
     largest_over_layers,
     layer_lookup,
     layer_stops,
     maps_between_layers,
-    mean_box_corners,
     ssp_rk_step,
     steps_per_save_interval,
     validate_density,
@@ -236,15 +236,12 @@ def _layer_rate(method: str, operands: tuple[AbstractField, _Discretisation], l:
     """The inverse time scale of layer l; with a feedback bias the largest over the corner means (which
     bound the data's mean), taken face by face."""
     field, disc = operands
-
-    def over_means(fn: Callable[[Array | None], Any]) -> Any:
-        if field.feedback is None:
-            return fn(None)
-        return jax.tree_util.tree_map(lambda v: jnp.max(v, axis=0), jax.vmap(fn)(mean_box_corners(disc.grid)))
-
     if method == "explicit":
-        return _outflow_bound(over_means(lambda m: _coefficients(field, l, m, disc)), disc)
-    speeds = over_means(lambda m: tuple(jnp.abs(a) for a in _drift(field, l, m, disc)))
+        coefficients = largest_over_corner_means(lambda m: _coefficients(field, l, m, disc), field, disc.grid)
+        return _outflow_bound(coefficients, disc)
+    speeds = largest_over_corner_means(
+        lambda m: tuple(jnp.abs(a) for a in _drift(field, l, m, disc)), field, disc.grid
+    )
     return sum(jnp.max(s) / h for s, h in zip(speeds, disc.spacing))
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "flux_difference",
     "grid_axes",
     "is_traced",
+    "largest_over_corner_means",
     "largest_over_layers",
     "layer_lookup",
     "layer_stops",
@@ -259,6 +260,15 @@ def mean_box_corners(grid: Grid1D | Grid2D) -> Array:
     return jnp.array(list(itertools.product(*[(ax.x[0], ax.x[-1]) for ax in grid_axes(grid)])))
 
 
+def largest_over_corner_means(fn: Callable[[Array | None], Any], field: AbstractField, grid: Grid1D | Grid2D):
+    """fn(None) for a field without feedback bias; with one, fn at each corner of the box of cell centres
+    (:func:`mean_box_corners`, which holds the data's mean), every leaf maximised over the corners entry by
+    entry."""
+    if field.feedback is None:
+        return fn(None)
+    return jax.tree_util.tree_map(lambda v: jnp.max(v, axis=0), jax.vmap(fn)(mean_box_corners(grid)))
+
+
 def largest_over_layers(value: Callable[[Any, Array], Array], operands: Any, num_layers: int) -> Array:
     """max_l value(operands, l) over the layers l = 0, …, L − 1 (a ``lax.map``), e.g. a CFL rate bound.
 
@@ -299,14 +309,11 @@ def advection_rate_bound(field: AbstractField, grid: Grid1D | Grid2D, boundary: 
 
 
 def _layer_outflow_bound(grid: Grid1D | Grid2D, boundary: str, field: AbstractField, l: Array) -> Array:
-    if field.feedback is None:
-        vel = face_velocities(field, l, grid, boundary)
-        upper = [jnp.maximum(v, 0.0) for v in vel]
-        lower = [jnp.maximum(-v, 0.0) for v in vel]
-    else:
-        vel = jax.vmap(lambda m: face_velocities(field, l, grid, boundary, m))(mean_box_corners(grid))
-        upper = [jnp.max(jnp.maximum(v, 0.0), axis=0) for v in vel]
-        lower = [jnp.max(jnp.maximum(-v, 0.0), axis=0) for v in vel]
+    def parts(mean: Array | None) -> tuple[list[Array], list[Array]]:  # F⁺ and F⁻ on the faces
+        vel = face_velocities(field, l, grid, boundary, mean)
+        return [jnp.maximum(v, 0.0) for v in vel], [jnp.maximum(-v, 0.0) for v in vel]
+
+    upper, lower = largest_over_corner_means(parts, field, grid)
     return jnp.max(cell_outflow_rates(upper, lower, grid))
 
 
