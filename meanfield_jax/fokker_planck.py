@@ -19,12 +19,15 @@ Time (the field is constant on each layer; steps land on layer boundaries and sa
   Δt = cfl / max(−L_ii), the maximum over the layers, with cfl ∈ (0, 1], keeps f ≥ 0 and the mass exactly.
   Since α ≤ K/h + a⁺ and β ≤ K/h + a⁻ (as B(−u) ≤ 1 + u and B(u) ≤ 1 for u ≥ 0), in 1-D this is at least
   cfl · h² / (2 K_max + 2 |a|_max h), and about cfl · h² / (2 K_max + |a|_max h) for smooth drifts (in 2-D
-  the rates of the two axes add). In 1-D for a field of one layer without feedback L is fixed, and the step
-  is computed in one pass as f_new = f + τ L (f + τ L f / 2), a conservative update with four-point face
-  fluxes whose coefficients are prepared once
+  the rates of the two axes add). In 1-D without feedback L is fixed on each layer, and the step is
+  computed in one pass as f_new = f + τ L (f + τ L f / 2), a conservative update with four-point face
+  fluxes whose coefficients are prepared once per layer
   (:func:`~meanfield_jax.chang_cooper.heun_flux_coefficients`): the same numbers up to round-off,
   2.2–2.7x faster at 10⁵ cells (measured); its forward-mode derivative is that of the two stages, and the
-  discrete adjoint differentiates it by its written adjoint.
+  discrete adjoint differentiates it by its written adjoint. With several layers the loop then runs layer
+  piece by layer piece (:func:`~meanfield_jax.timestepping.integrate`'s ``piece_constant``) when the pieces
+  have at least :data:`PIECE_MIN_STEPS` steps; otherwise, as in 2-D, the two stages step with the layer's
+  (α, β) carried through the loop.
 * ``method="implicit"``: the θ-scheme (I − θ Δt L) Δf = Δt L f, f_new = f + Δf (θ = 1 backward Euler,
   θ = 1/2 Crank–Nicolson), solved directly: a tridiagonal solve in 1-D, the block Thomas algorithm in 2-D
   (:mod:`meanfield_jax.block_tridiagonal`, O(n_long · n_short³) per step). I − θΔtL is a non-singular M-matrix
@@ -85,7 +88,7 @@ from .kinetic_common import (
     validate_field_and_grid,
 )
 from .solution import KineticSolution
-from .timestepping import ADJOINTS, integrate, resolve_save_times
+from .timestepping import ADJOINTS, integrate, piece_table, resolve_save_times, steps_per_piece
 
 __all__ = ["BOUNDARIES", "METHODS", "SCHEMES", "fokker_planck_steady_state", "solve_fokker_planck"]
 
@@ -551,18 +554,23 @@ def _solve(
         advance = partial(_implicit_step, field, disc, theta)
 
     # Without feedback the coefficients (an exp per face) change only between layers: they are computed per
-    # layer (kinetic_common.layer_lookup), not at every step; with feedback each stage computes its own.
-    # In 1-D with one layer an explicit step is one conservative update with Heun's four-point face fluxes,
-    # whose coefficients are prepared once (chang_cooper.heun_flux_coefficients); a shorter step (landing on
-    # a stop) scales their two parts (see _heun_update_1d and, for the discrete adjoint,
-    # _heun_update_written). With several layers the six coefficient arrays would be carried through the
-    # loop (kinetic_common.layer_lookup) instead of two: measured slower and larger gradients (10 and 50
-    # layers, 10⁴ cells: discrete 1.6-1.7x the time, calls interleaved), so those keep the two stages.
-    banded = method == "explicit" and field.feedback is None and disc.grid.d == 1 and field.num_layers == 1
+    # layer, not at every step; with feedback each stage computes its own. In 1-D an explicit step is one
+    # conservative update with Heun's four-point face fluxes, whose coefficients are prepared once per layer
+    # (chang_cooper.heun_flux_coefficients); a shorter step (landing on a stop) scales their two parts (see
+    # _heun_update_1d and, for the discrete adjoint, _heun_update_written). With one layer they are made
+    # before the loop; with several the loop runs layer piece by layer piece (integrate's piece_constant),
+    # each piece making its layer's coefficients before its steps. Carrying the six arrays from step to step
+    # instead (kinetic_common.layer_lookup) was measured slower than the two stages with (α, β) carried
+    # (10 and 50 layers, 10⁴ cells: discrete 1.6-1.7x the time, calls interleaved); 2-D, implicit and
+    # feedback solves keep that carried lookup.
+    banded = method == "explicit" and field.feedback is None and disc.grid.d == 1
+    pieces = banded and field.num_layers > 1 and _pieces_pay(save, field, t0, steps)
 
     def per_layer(l: Array):
         if first_coefficients is not None:
             coefficients = first_coefficients
+        elif banded:  # written out once: XLA would re-evaluate the exponentials in each of the six arrays
+            coefficients = behind_conditional(lambda fl, d, k: _coefficients(fl, k, None, d), field, disc, l)
         else:
             coefficients = _coefficients(field, l, None, disc)
         if not banded:
@@ -571,27 +579,35 @@ def _solve(
         update = heun_flux_coefficients(alpha, beta, disc.spacing[0], dt)
         return update if adjoint == "discrete" else (coefficients, update)  # (α, β) for the tangent
 
+    def banded_step(coefficients, f: Array, dt_k: Array, full: Array) -> Array:
+        """Called for every step, also past the end (dt_k = 0): the skip is inside (see _heun_update_1d)."""
+        if adjoint == "discrete":
+            return _heun_update_written(coefficients, f, dt_k / dt, full)
+        return _heun_update_1d(*coefficients, f, dt_k, dt_k / dt, disc.spacing)
+
     first = field.layer_index(jnp.asarray(t0))
-    if field.feedback is None:
-        carry0, layer_at = layer_lookup(per_layer, field.num_layers, first)
+    if pieces:
+        state0, saved, piece_constant = f0, lambda f: f, lambda t: per_layer(field.layer_index(t))
+
+        def step(f, t, dt_k, full, coefficients):
+            return banded_step(coefficients, f, dt_k, full).astype(f.dtype)
+
     else:
-        carry0, layer_at = (), lambda carry, l: (None, carry)
-    state0 = (f0, carry0)
-
-    def step(state, t: Array, dt_k: Array, full: Array | None = None):
-        f, carry = state
-        coefficients, carry = layer_at(carry, field.layer_index(t + dt_k / 2))
-        if banded and adjoint == "discrete":  # called for every step, also past the end (dt_k = 0)
-            f_new = _heun_update_written(coefficients, f, dt_k / dt, full)
-        elif banded:  # the skip is inside too, in the value only (see _heun_update_1d)
-            f_new = _heun_update_1d(*coefficients, f, dt_k, dt_k / dt, disc.spacing)
+        if field.feedback is None:
+            carry0, layer_at = layer_lookup(per_layer, field.num_layers, first)
         else:
-            f_new = advance(coefficients, f, t, dt_k)
-        return f_new.astype(f.dtype), carry  # the density keeps its dtype (f0 may be float32)
+            carry0, layer_at = (), lambda carry, l: (None, carry)
+        state0, saved, piece_constant = (f0, carry0), lambda state: state[0], None  # the carry is not saved
 
-    f, info = integrate(  # the carried coefficients are not saved
+        def step(state, t: Array, dt_k: Array, full: Array | None = None):
+            f, carry = state
+            coefficients, carry = layer_at(carry, field.layer_index(t + dt_k / 2))
+            f_new = banded_step(coefficients, f, dt_k, full) if banded else advance(coefficients, f, t, dt_k)
+            return f_new.astype(f.dtype), carry  # the density keeps its dtype (f0 may be float32)
+
+    f, info = integrate(
         step, state0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint,
-        saved=lambda state: state[0], self_masking=banded, copy_states=banded,
+        saved=saved, self_masking=banded, copy_states=banded, piece_constant=piece_constant,
     )
     return KineticSolution(  # built here, so that its arrays cost no extra dispatches
         ts=jnp.asarray(save, f0.dtype),
@@ -600,6 +616,19 @@ def _solve(
         outflow=jnp.zeros((save.shape[0], 2 * disc.grid.d), f0.dtype),
         num_steps=info["num_steps"],
     )
+
+
+# Layer pieces of fewer steps than this run as one loop over the steps with the coefficients carried:
+# measured on 10⁴ cells, 25 layers of 16 steps each, the pieces' gradients take 0.66x (discrete) and
+# 0.83x (checkpointed) the carried loop's time, 10 layers of 200 steps 0.46x and 0.61x, but 50 layers
+# of 5 steps 1.2x and 1.1x; their forward pass costs 1.35x, 1.04x and 1.4x (each piece computes its six
+# arrays; calls interleaved).
+PIECE_MIN_STEPS = 16
+
+
+def _pieces_pay(save: np.ndarray, field: AbstractField, t0: float, steps: int) -> bool:
+    """Whether the layer pieces have :data:`PIECE_MIN_STEPS` steps each (at ``steps`` per save interval)."""
+    return steps_per_piece(piece_table(save, layer_stops(field), t0), steps) >= PIECE_MIN_STEPS
 
 
 # ---- validation --------------------------------------------------------------------------------------------

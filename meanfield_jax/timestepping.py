@@ -27,6 +27,13 @@ VJP of one step (:class:`meanfield_jax.adjoint.VJPStep`): the same checkpoints, 
 differentiated on its own, without the nested checkpoint transforms (less memory, and usually faster,
 see benchmarks/README.md); being a ``jax.custom_vjp`` it is reverse mode only (``jax.jvp``/``jacfwd``
 refuse it: use the default for them).
+
+With ``piece_constant`` the loop over an interval's steps becomes a loop over its *pieces* (the spans
+between consecutive stops: a layer, or the part of one between save times), each a fixed-length scan of
+steps that share a quantity computed once at the start of the piece (the layer's flux coefficients). Reverse
+mode then sums that quantity's cotangent over the piece's steps and differentiates its computation once per
+piece, instead of carrying it and its cotangent from step to step. The scan over the pieces is checkpointed
+like the steps (√P pieces' states kept, one more forward sweep).
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from jaxtyping import Array, ArrayLike
 from .adjoint import ADJOINTS, VJPStep, adjoint_scan, check_adjoint, checkpointed_scan
 from .conditional import batch_cond
 
-__all__ = ["ADJOINTS", "integrate", "resolve_save_times", "steps_needed"]
+__all__ = ["ADJOINTS", "integrate", "piece_table", "resolve_save_times", "steps_needed", "steps_per_piece"]
 
 State = Any
 Step = Callable[..., State]  # step(state, t, dt), or step(state, t, dt, full) with self_masking
@@ -135,6 +142,7 @@ def integrate(
     saved: Callable[[State], Any] = lambda state: state,
     self_masking: bool = False,
     copy_states: bool = False,
+    piece_constant: Callable[[Array], Any] | None = None,
 ) -> tuple[Any, dict]:
     """Advance ``state0`` from t0 and return ``saved(state)`` at ``save_at`` (stacked on a leading axis).
 
@@ -157,15 +165,18 @@ def integrate(
             prepared once for ``dt_max`` then knows when its length is fixed).
         copy_states: with ``adjoint="discrete"``, copy each recomputed state out of its segment's buffer
             before the reverse step reads it (:class:`~meanfield_jax.adjoint.VJPStep`'s ``copy_reads``).
+        piece_constant: run the loop piece by piece (see :func:`_piecewise_intervals`): q = piece_constant(t)
+            at the midpoint t of each piece between two stops, passed to every step of that piece as
+            ``step(state, t, dt[, full], q)``, so that a quantity fixed on a layer (its flux coefficients) is
+            computed once per piece and, in reverse mode, its cotangent summed inside the piece rather than
+            carried from step to step.
 
     Returns:
         The saved parts, and ``{"num_steps": steps taken, "max_steps": steps per interval}``.
     """
     check_adjoint(adjoint)
     save_at = np.asarray(save_at, dtype=float)
-    targets = save_at[save_at > t0]
-    stops = np.unique(np.concatenate([np.asarray(layer_stops, float), targets]))
-    stops = stops[(stops > t0) & (stops <= save_at[-1])]
+    targets, stops = _targets_and_stops(save_at, layer_stops, t0)
     concrete_dt = _concrete(dt_max)
     if concrete_dt is not None:
         if not (concrete_dt > 0 and math.isfinite(concrete_dt)):
@@ -190,38 +201,52 @@ def integrate(
     # the discrete adjoint differentiates one step at a time, so the step needs no checkpoint of its own
     inner_step = step if adjoint == "discrete" else jax.checkpoint(step, prevent_cse=False)
 
-    def one_step(carry, _):
-        state, t, end, count = carry
-        idx = jnp.minimum(jnp.searchsorted(stops_j, t, side="right"), stops_j.shape[0] - 1)
-        nxt = jnp.minimum(stops_j[idx], end)
-        rem = nxt - t
-        hits = rem <= dt_max + snap_tol * jnp.abs(nxt)
-        dt = jnp.where(hits, rem, dt_max)
-        active = rem > 0
-        if self_masking:
-            state = inner_step(state, t, dt, ~hits)
-        else:
-            state = batch_cond(active, lambda s: inner_step(s, t, dt), lambda s: s, state)
-        t = jnp.where(active, jnp.where(hits, nxt, t + dt), t)
-        return state, t, end, count + active.astype(jnp.int32)
+    def steps_towards(call: Step):
+        """One step of the fixed-length scan towards the next stop (at most the carried end)."""
 
-    step_numbers = jnp.arange(n_inner)
+        def one_step(carry, _):
+            state, t, end, count = carry
+            idx = jnp.minimum(jnp.searchsorted(stops_j, t, side="right"), stops_j.shape[0] - 1)
+            nxt = jnp.minimum(stops_j[idx], end)
+            rem = nxt - t
+            hits = rem <= dt_max + snap_tol * jnp.abs(nxt)
+            dt = jnp.where(hits, rem, dt_max)
+            active = rem > 0
+            if self_masking:
+                state = call(state, t, dt, ~hits)
+            else:
+                state = batch_cond(active, lambda s: call(s, t, dt), lambda s: s, state)
+            t = jnp.where(active, jnp.where(hits, nxt, t + dt), t)
+            return state, t, end, count + active.astype(jnp.int32)
 
-    def interval(carry, end):
-        state, t, count = carry
-        carry = (state, t, end, count)
+        return one_step
+
+    def run_steps(one_step, carry, length: int):
+        step_numbers = jnp.arange(length)
         if adjoint == "discrete":  # every array the step closes over (integers too) becomes a shared input
             converted = eqx.filter_closure_convert(one_step, carry, step_numbers[0])
             shared, static = eqx.partition(converted, eqx.is_array)
             adjoint_step = VJPStep(lambda c, l, arrays: eqx.combine(arrays, static)(c, l), copy_states)
-            carry = adjoint_scan(adjoint_step, carry, step_numbers, shared)
-        else:
-            carry = checkpointed_scan(one_step, carry, step_numbers, adjoint=adjoint)
-        state, t, _, count = carry
-        return (state, t, count), (saved(state), t)
+            return adjoint_scan(adjoint_step, carry, step_numbers, shared)
+        return checkpointed_scan(one_step, carry, step_numbers, adjoint=adjoint)
+
+    if piece_constant is None:
+
+        def interval(carry, end):
+            state, t, count = carry
+            state, t, _, count = run_steps(steps_towards(inner_step), (state, t, end, count), n_inner)
+            return (state, t, count), (saved(state), t)
+
+        xs = jnp.asarray(targets, dtype)
+    else:
+        interval, xs = _piecewise_intervals(
+            inner_step, piece_constant, steps_towards, run_steps, saved,
+            piece_table(save_at, layer_stops, t0), concrete_dt, n_inner,
+            "direct" if adjoint == "direct" else "checkpointed", dtype,
+        )
 
     init = (state0, jnp.asarray(t0, dtype), jnp.asarray(0, jnp.int32))
-    (_, _, count), (kept, reached) = jax.lax.scan(interval, init, jnp.asarray(targets, dtype))
+    (_, _, count), (kept, reached) = jax.lax.scan(interval, init, xs)
     ran_out = jnp.any(reached != jnp.asarray(targets, dtype))
     kept = eqx.error_if(
         _nan_derivatives_if(kept, ran_out),
@@ -240,3 +265,86 @@ def integrate(
     if save_at[0] == t0:
         kept = jax.tree_util.tree_map(lambda s0, s: jnp.concatenate([s0[None], s]), saved(state0), kept)
     return kept, {"num_steps": count, "max_steps": n_inner}
+
+
+def _targets_and_stops(
+    save_at: np.ndarray, layer_stops: ArrayLike, t0: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The save times after t0, and every time a step must land on (those and the layer boundaries)."""
+    targets = save_at[save_at > t0]
+    stops = np.unique(np.concatenate([np.asarray(layer_stops, float), targets]))
+    return targets, stops[(stops > t0) & (stops <= save_at[-1])]
+
+
+def piece_table(save_at: ArrayLike, layer_stops: ArrayLike, t0: float = 0.0) -> np.ndarray:
+    """The pieces of each save interval, the spans between consecutive stops in it: row i holds the interval's
+    start, its stops and its end, padded at the end with copies of the end to the longest row's length
+    (empty pieces), shape (intervals, P + 1)."""
+    save_at = np.asarray(save_at, dtype=float)
+    targets, stops = _targets_and_stops(save_at, layer_stops, t0)
+    starts = np.concatenate([[t0], targets[:-1]])
+    edges = [np.concatenate([[a], stops[(stops > a) & (stops <= b)]]) for a, b in zip(starts, targets)]
+    widest = max(len(e) for e in edges)
+    return np.stack([np.pad(e, (0, widest - len(e)), mode="edge") for e in edges])
+
+
+def steps_per_piece(table: np.ndarray, max_steps: int, dt_max: float | None = None) -> int:
+    """Scan length of each piece of :func:`piece_table`: with a concrete Δt_max, the most any piece needs,
+    max ⌈s/Δt_max⌉ (s a piece's length); else, from ``max_steps`` M per save interval of length S,
+    max ⌈M s/S⌉, which suffices whenever M does for the whole interval (M ≥ Σ ⌈s_j/Δt_max⌉ ≥ S/Δt_max, so
+    ⌈s/Δt_max⌉ ≤ ⌈M s/S⌉)."""
+    lengths = np.diff(table, axis=1)
+    if dt_max is not None:
+        most = float(np.max(lengths)) / dt_max
+    else:
+        most = float(np.max(lengths / (table[:, -1] - table[:, 0])[:, None])) * max_steps
+    return max(math.ceil(most * (1 - 1e-12)), 1)  # as steps_needed: round-off does not add a step
+
+
+def _piecewise_intervals(
+    inner_step: Step,
+    piece_constant: Callable[[Array], Any],
+    steps_towards: Callable,
+    run_steps: Callable,
+    saved: Callable[[State], Any],
+    table: np.ndarray,
+    concrete_dt: float | None,
+    max_steps: int,
+    outer_adjoint: str,
+    dtype: Any,
+) -> tuple[Callable, tuple[Array, Array]]:
+    """The body of the scan over save intervals when each interval runs piece by piece.
+
+    The pieces of an interval are the spans between consecutive stops in it (a layer, or the part of one
+    between save times); an interval with fewer pieces than the most is padded with empty ones, which are
+    skipped (``table`` from :func:`piece_table`). Each piece computes q = piece_constant(midpoint) and runs
+    a scan of n steps (:func:`steps_per_piece`). The scan over the pieces is checkpointed
+    (``outer_adjoint``), so that reverse mode keeps about √P pieces' states rather than P.
+    """
+    n = steps_per_piece(table, max_steps, concrete_dt)
+    padded = bool(np.any(np.diff(table, axis=1) == 0))
+
+    def piece(carry, span):
+        state, t, count, short = carry
+        start, stop = span
+        q = piece_constant((start + stop) / 2)
+        one_step = steps_towards(lambda *args: inner_step(*args, q))
+        state, t, _, count = run_steps(one_step, (state, t, stop, count), n)
+        return state, t, count, short | (t != stop)
+
+    if padded:
+        run_piece = piece
+
+        def piece(carry, span):
+            return batch_cond(span[1] > span[0], lambda c: run_piece(c, span), lambda c: c, carry)
+
+    def interval(carry, pieces):
+        state, t, count = carry
+        state, t, count, short = checkpointed_scan(
+            piece, (state, t, count, jnp.asarray(False)), pieces, adjoint=outer_adjoint
+        )
+        # a piece that ran out of steps marks the interval as not reached (NaN is no save time)
+        return (state, t, count), (saved(state), jnp.where(short, jnp.nan, t))
+
+    table_j = jnp.asarray(table, dtype)
+    return interval, (table_j[:, :-1], table_j[:, 1:])
