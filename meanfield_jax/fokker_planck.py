@@ -529,7 +529,7 @@ def _implicit_step(
     return f + delta
 
 
-@partial(jit_arrays, static_argnames=("save_at", "steps", "method", "adjoint", "t0"))
+@partial(jit_arrays, static_argnames=("save_at", "steps", "method", "adjoint", "t0", "pieces"))
 def _solve(
     field: AbstractField,
     f0: Array,
@@ -542,10 +542,12 @@ def _solve(
     theta: Array | None,
     adjoint: str,
     t0: float,
+    pieces: bool,
 ) -> KineticSolution:
     """The time loop; ``dt`` (the largest step) may be traced, ``steps`` is the scan length per interval;
     ``first_coefficients``: the face coefficients of a one-layer field without feedback under explicit
-    steps (from :func:`_prepare`), or None."""
+    steps (from :func:`_prepare`), or None; ``pieces``: run layer piece by layer piece (1-D explicit steps
+    of a field of several layers without feedback, :func:`_pieces_pay`)."""
     save = np.asarray(save_at)
     dt = dt.astype(f0.dtype)
     if method == "explicit":
@@ -558,13 +560,13 @@ def _solve(
     # conservative update with Heun's four-point face fluxes, whose coefficients are prepared once per layer
     # (chang_cooper.heun_flux_coefficients); a shorter step (landing on a stop) scales their two parts (see
     # _heun_update_1d and, for the discrete adjoint, _heun_update_written). With one layer they are made
-    # before the loop; with several the loop runs layer piece by layer piece (integrate's piece_constant),
-    # each piece making its layer's coefficients before its steps. Carrying the six arrays from step to step
-    # instead (kinetic_common.layer_lookup) was measured slower than the two stages with (α, β) carried
-    # (10 and 50 layers, 10⁴ cells: discrete 1.6-1.7x the time, calls interleaved); 2-D, implicit and
-    # feedback solves keep that carried lookup.
+    # before the loop; with several, when the pieces are long enough (``pieces``), the loop runs layer piece
+    # by layer piece (integrate's piece_constant), each piece making its layer's coefficients before its
+    # steps. Carrying the six arrays from step to step instead (kinetic_common.layer_lookup) was measured
+    # slower than the two stages with (α, β) carried (10 and 50 layers, 10⁴ cells: discrete 1.6-1.7x the
+    # time, calls interleaved); short pieces, 2-D, implicit and feedback solves keep that carried lookup.
     banded = method == "explicit" and field.feedback is None and disc.grid.d == 1
-    pieces = banded and field.num_layers > 1 and _pieces_pay(save, field, t0, steps)
+    banded = banded and (field.num_layers == 1 or pieces)
 
     def per_layer(l: Array):
         if first_coefficients is not None:
@@ -768,7 +770,11 @@ def solve_fokker_planck(
         step, steps = jnp.asarray(dt), _scan_length(save, layer_stops(field), dt, max_steps, t0)
     save_times = tuple(save.tolist())
     theta = jnp.asarray(theta) if method == "implicit" else None  # explicit steps have no θ
-    return _solve(field, f0, disc, first, step, save_times, steps, method, theta, adjoint, t0)
+    pieces = (
+        method == "explicit" and field.feedback is None and grid.d == 1 and field.num_layers > 1
+        and _pieces_pay(save, field, t0, steps)
+    )
+    return _solve(field, f0, disc, first, step, save_times, steps, method, theta, adjoint, t0, pieces)
 
 
 @partial(jit_arrays, static_argnames=())
