@@ -732,8 +732,9 @@ def solve_fokker_planck(
 
     Many fields at once: ``jax.vmap`` over them works, each field with its own CFL step; the loop's
     conditionals (:func:`~meanfield_jax.conditional.batch_cond`) run a branch only when some field takes
-    it. A vmap of a gradient through a field of several layers recomputes the layer's coefficients at every
-    step; ``jax.lax.map`` avoids that (docs/scaling.md).
+    it. A vmap of a gradient through a field of several layers whose pieces take the carried loop (fewer
+    than :data:`PIECE_MIN_STEPS` steps each, or 2-D) recomputes the layer's coefficients at every step;
+    ``jax.lax.map`` avoids that (docs/scaling.md).
     """
     _check_field_and_grid(field, grid)
     check_choice("scheme", scheme, SCHEMES)
