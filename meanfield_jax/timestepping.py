@@ -55,7 +55,7 @@ from .conditional import batch_cond
 __all__ = ["ADJOINTS", "integrate", "piece_table", "resolve_save_times", "steps_needed", "steps_per_piece"]
 
 State = Any
-Step = Callable[..., State]  # step(state, t, dt), or step(state, t, dt, full) with self_masking
+Step = Callable[..., State]  # step(state, t, dt[, full][, q]): full with self_masking, q with piece_constant
 
 
 def resolve_save_times(
