@@ -546,8 +546,8 @@ def _solve(
 ) -> KineticSolution:
     """The time loop; ``dt`` (the largest step) may be traced, ``steps`` is the scan length per interval;
     ``first_coefficients``: the face coefficients of a one-layer field without feedback under explicit
-    steps (from :func:`_prepare`), or None; ``pieces``: run layer piece by layer piece (1-D explicit steps
-    of a field of several layers without feedback, :func:`_pieces_pay`)."""
+    steps (from :func:`_prepare`), or None; ``pieces``: run layer piece by layer piece
+    (:func:`_runs_by_pieces`)."""
     save = np.asarray(save_at)
     dt = dt.astype(f0.dtype)
     if method == "explicit":
@@ -565,8 +565,9 @@ def _solve(
     # steps. Carrying the six arrays from step to step instead (kinetic_common.layer_lookup) was measured
     # slower than the two stages with (α, β) carried (10 and 50 layers, 10⁴ cells: discrete 1.6-1.7x the
     # time, calls interleaved); short pieces, 2-D, implicit and feedback solves keep that carried lookup.
-    banded = method == "explicit" and field.feedback is None and disc.grid.d == 1
-    banded = banded and (field.num_layers == 1 or pieces)
+    banded = pieces or (
+        method == "explicit" and field.feedback is None and disc.grid.d == 1 and field.num_layers == 1
+    )
 
     def per_layer(l: Array):
         if first_coefficients is not None:
@@ -628,8 +629,13 @@ def _solve(
 PIECE_MIN_STEPS = 16
 
 
-def _pieces_pay(save: np.ndarray, field: AbstractField, t0: float, steps: int) -> bool:
-    """Whether the layer pieces have :data:`PIECE_MIN_STEPS` steps each (at ``steps`` per save interval)."""
+def _runs_by_pieces(
+    method: str, field: AbstractField, grid: Grid1D | Grid2D, save: np.ndarray, t0: float, steps: int
+) -> bool:
+    """Whether the loop runs layer piece by layer piece: 1-D explicit steps of a field of several layers
+    without feedback, whose pieces have :data:`PIECE_MIN_STEPS` steps each (at ``steps`` per interval)."""
+    if method != "explicit" or field.feedback is not None or grid.d != 1 or field.num_layers == 1:
+        return False
     return steps_per_piece(piece_table(save, layer_stops(field), t0), steps) >= PIECE_MIN_STEPS
 
 
@@ -771,10 +777,7 @@ def solve_fokker_planck(
         step, steps = jnp.asarray(dt), _scan_length(save, layer_stops(field), dt, max_steps, t0)
     save_times = tuple(save.tolist())
     theta = jnp.asarray(theta) if method == "implicit" else None  # explicit steps have no θ
-    pieces = (
-        method == "explicit" and field.feedback is None and grid.d == 1 and field.num_layers > 1
-        and _pieces_pay(save, field, t0, steps)
-    )
+    pieces = _runs_by_pieces(method, field, grid, save, t0, steps)
     return _solve(field, f0, disc, first, step, save_times, steps, method, theta, adjoint, t0, pieces)
 
 

@@ -165,7 +165,7 @@ def integrate(
             prepared once for ``dt_max`` then knows when its length is fixed).
         copy_states: with ``adjoint="discrete"``, copy each recomputed state out of its segment's buffer
             before the reverse step reads it (:class:`~meanfield_jax.adjoint.VJPStep`'s ``copy_reads``).
-        piece_constant: run the loop piece by piece (see :func:`_piecewise_intervals`): q = piece_constant(t)
+        piece_constant: run the loop piece by piece (see the module docstring): q = piece_constant(t)
             at the midpoint t of each piece between two stops, passed to every step of that piece as
             ``step(state, t, dt[, full], q)``, so that a quantity fixed on a layer (its flux coefficients) is
             computed once per piece and, in reverse mode, its cotangent summed inside the piece rather than
@@ -238,12 +238,32 @@ def integrate(
             return (state, t, count), (saved(state), t)
 
         xs = jnp.asarray(targets, dtype)
-    else:
-        interval, xs = _piecewise_intervals(
-            inner_step, piece_constant, steps_towards, run_steps, saved,
-            piece_table(save_at, layer_stops, t0), concrete_dt, n_inner,
-            "direct" if adjoint == "direct" else "checkpointed", dtype,
-        )
+    else:  # piece by piece: the spans between the stops of each interval (piece_table), empty ones skipped
+        table = piece_table(save_at, layer_stops, t0)
+        n_piece = steps_per_piece(table, n_inner, concrete_dt)
+        padded = bool(np.any(np.diff(table, axis=1) == 0))
+
+        def piece(carry, span):
+            state, t, count, short = carry
+            start, stop = span
+            q = piece_constant((start + stop) / 2)
+            one_step = steps_towards(lambda *args: inner_step(*args, q))
+            state, t, _, count = run_steps(one_step, (state, t, stop, count), n_piece)
+            return state, t, count, short | (t != stop)
+
+        def nonempty_piece(carry, span):
+            return batch_cond(span[1] > span[0], lambda c: piece(c, span), lambda c: c, carry)
+
+        def interval(carry, spans):
+            state, t, count = carry
+            state, t, count, short = checkpointed_scan(  # √P pieces' states kept in reverse mode, not P
+                nonempty_piece if padded else piece, (state, t, count, jnp.asarray(False)), spans,
+                adjoint="direct" if adjoint == "direct" else "checkpointed",
+            )
+            # a piece that ran out of steps marks the interval as not reached (NaN is no save time)
+            return (state, t, count), (saved(state), jnp.where(short, jnp.nan, t))
+
+        xs = (jnp.asarray(table[:, :-1], dtype), jnp.asarray(table[:, 1:], dtype))
 
     init = (state0, jnp.asarray(t0, dtype), jnp.asarray(0, jnp.int32))
     (_, _, count), (kept, reached) = jax.lax.scan(interval, init, xs)
@@ -300,51 +320,3 @@ def steps_per_piece(table: np.ndarray, max_steps: int, dt_max: float | None = No
         most = float(np.max(lengths / (table[:, -1] - table[:, 0])[:, None])) * max_steps
     return max(math.ceil(most * (1 - 1e-12)), 1)  # as steps_needed: round-off does not add a step
 
-
-def _piecewise_intervals(
-    inner_step: Step,
-    piece_constant: Callable[[Array], Any],
-    steps_towards: Callable,
-    run_steps: Callable,
-    saved: Callable[[State], Any],
-    table: np.ndarray,
-    concrete_dt: float | None,
-    max_steps: int,
-    outer_adjoint: str,
-    dtype: Any,
-) -> tuple[Callable, tuple[Array, Array]]:
-    """The body of the scan over save intervals when each interval runs piece by piece.
-
-    The pieces of an interval are the spans between consecutive stops in it (a layer, or the part of one
-    between save times); an interval with fewer pieces than the most is padded with empty ones, which are
-    skipped (``table`` from :func:`piece_table`). Each piece computes q = piece_constant(midpoint) and runs
-    a scan of n steps (:func:`steps_per_piece`). The scan over the pieces is checkpointed
-    (``outer_adjoint``), so that reverse mode keeps about √P pieces' states rather than P.
-    """
-    n = steps_per_piece(table, max_steps, concrete_dt)
-    padded = bool(np.any(np.diff(table, axis=1) == 0))
-
-    def piece(carry, span):
-        state, t, count, short = carry
-        start, stop = span
-        q = piece_constant((start + stop) / 2)
-        one_step = steps_towards(lambda *args: inner_step(*args, q))
-        state, t, _, count = run_steps(one_step, (state, t, stop, count), n)
-        return state, t, count, short | (t != stop)
-
-    if padded:
-        run_piece = piece
-
-        def piece(carry, span):
-            return batch_cond(span[1] > span[0], lambda c: run_piece(c, span), lambda c: c, carry)
-
-    def interval(carry, pieces):
-        state, t, count = carry
-        state, t, count, short = checkpointed_scan(
-            piece, (state, t, count, jnp.asarray(False)), pieces, adjoint=outer_adjoint
-        )
-        # a piece that ran out of steps marks the interval as not reached (NaN is no save time)
-        return (state, t, count), (saved(state), jnp.where(short, jnp.nan, t))
-
-    table_j = jnp.asarray(table, dtype)
-    return interval, (table_j[:, :-1], table_j[:, 1:])
