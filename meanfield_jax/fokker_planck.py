@@ -565,9 +565,7 @@ def _solve(
     # steps. Carrying the six arrays from step to step instead (kinetic_common.layer_lookup) was measured
     # slower than the two stages with (α, β) carried (10 and 50 layers, 10⁴ cells: discrete 1.6-1.7x the
     # time, calls interleaved); short pieces, 2-D, implicit and feedback solves keep that carried lookup.
-    banded = pieces or (
-        method == "explicit" and field.feedback is None and disc.grid.d == 1 and field.num_layers == 1
-    )
+    banded = pieces or (_one_pass_1d(method, field, disc.grid) and field.num_layers == 1)
 
     def per_layer(l: Array):
         if first_coefficients is not None:
@@ -629,12 +627,18 @@ def _solve(
 PIECE_MIN_STEPS = 16
 
 
+def _one_pass_1d(method: str, field: AbstractField, grid: Grid1D | Grid2D) -> bool:
+    """Whether an explicit step can be the one-pass 1-D update with a layer's Heun coefficients: 1-D
+    explicit steps of a field without feedback (whose coefficients change only between layers)."""
+    return method == "explicit" and field.feedback is None and grid.d == 1
+
+
 def _runs_by_pieces(
     method: str, field: AbstractField, grid: Grid1D | Grid2D, save: np.ndarray, t0: float, steps: int
 ) -> bool:
-    """Whether the loop runs layer piece by layer piece: 1-D explicit steps of a field of several layers
-    without feedback, whose pieces have :data:`PIECE_MIN_STEPS` steps each (at ``steps`` per interval)."""
-    if method != "explicit" or field.feedback is not None or grid.d != 1 or field.num_layers == 1:
+    """Whether the loop runs layer piece by layer piece: one-pass steps (:func:`_one_pass_1d`) of a field
+    of several layers, whose pieces have :data:`PIECE_MIN_STEPS` steps each (at ``steps`` per interval)."""
+    if not _one_pass_1d(method, field, grid) or field.num_layers == 1:
         return False
     return steps_per_piece(piece_table(save, layer_stops(field), t0), steps) >= PIECE_MIN_STEPS
 
