@@ -20,7 +20,9 @@ Kernel. For a :class:`NeuralField` the particles are stored particle-last, x of 
 once on the way in and out), so that a layer is one small matrix product W_l x, whose result is contiguous
 along the particles, and one elementwise pass; for d = 1 the product is a scalar times a vector and the
 layer a single fused loop. The noise of layer l is ``normal(fold_in(key, l), (n, d))`` whatever the
-layout, so every path draws the same samples.
+layout, so every path draws the same samples. On CPU an odd number of independent particles runs with one
+zero particle appended and dropped from the output (:func:`_appended_particles`): XLA's CPU kernels over
+an odd count of values are neither split across threads nor vectorised.
 
 Gradients (``adjoint=``, see :mod:`meanfield_jax.adjoint`); all three give the same numbers:
 
@@ -186,6 +188,16 @@ def _backward_blocks(n: int, d: int, separable: bool) -> int:
     return min(divisors, key=lambda m: abs(math.log(m / target)))
 
 
+def _appended_particles(n: int, field: AbstractField, diffusion: Callable | None) -> int:
+    """The zero particles (0 or 1) appended for the run on CPU, dropped from the output: one to an odd
+    number of independent particles, because XLA's CPU backend neither splits nor vectorises an
+    elementwise kernel over an odd count of values (d = 1, L = 100, float32: n = 100001 took 8x the time
+    of n = 100000 or 100002, measured). Not with a feedback mean (the extra particle would move it) or
+    noise (its samples are drawn for the particle count)."""
+    odd = n % 2 == 1 and field.feedback is None and diffusion is None
+    return int(odd and jax.default_backend() == "cpu")
+
+
 def _neural_flow(field: NeuralField, x0, diffusion, consts, key, adjoint):
     """State (particle-last, (d, n)), per-layer inputs, flow over layers and back-conversion to (n, d)."""
     step = NeuralEulerStep(field.activation, field.dt, field.feedback, diffusion)
@@ -227,7 +239,13 @@ def _resnet_kernel(field, x0, save_every, diffusion, consts, key, adjoint):
         hoisted, static = eqx.partition(converted, eqx.is_array)
         diffusion, consts = functools.partial(_call_converted, static), (*consts, hoisted)
     setup = _neural_flow if type(field) is NeuralField else _field_flow
-    x, xs, flow, to_particles = setup(field, x0, diffusion, consts, key, adjoint)
+    n, extra = x0.shape[0], _appended_particles(x0.shape[0], field, diffusion)
+    x0_run = jnp.pad(x0, ((0, extra), (0, 0)))
+    x, xs, flow, run_to_particles = setup(field, x0_run, diffusion, consts, key, adjoint)
+
+    def to_particles(x):
+        return run_to_particles(x)[..., :n, :]
+
     if save_every is None:
         return to_particles(flow(x, xs))
     num_saves = field.num_layers // save_every

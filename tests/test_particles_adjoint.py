@@ -238,6 +238,32 @@ def test_particle_groups_divide_the_particle_count(monkeypatch):
     assert particles._backward_blocks(500, 1, separable=True) == 1
 
 
+@pytest.mark.parametrize("d", [1, 3])
+def test_an_odd_particle_count_runs_with_one_appended_particle_that_changes_nothing(monkeypatch, d):
+    """On CPU an odd number of independent particles gets one zero particle for the run: the outputs, the
+    saved layers and the gradients (every adjoint, in particle groups too) are those of the n particles."""
+    monkeypatch.setattr(particles, "_BACKWARD_BLOCK_VALUES", 8)
+    n = 15  # 16 particles in the run: groups of them in the discrete adjoint's backward pass
+    W, b, x0 = problem(d, seed=15, n=n, layers=4)
+    field = mfj.NeuralField(W, b, activation="tanh", T=T)
+    assert particles._appended_particles(n, field, None) == 1
+    assert particles._appended_particles(n + 1, field, None) == 0
+    assert particles._appended_particles(n, field, constant_diffusion) == 0  # noise: drawn for n particles
+    coupled = mfj.NeuralField(W, b, activation="tanh", T=T, feedback=0.5)
+    assert particles._appended_particles(n, coupled, None) == 0  # the mean would include the extra one
+
+    traj = mfj.resnet_forward(field, x0, save_every=2)
+    assert traj.shape == (3, n, d)
+    assert_round_off(traj[-1], plain_forward(W, b, x0, "tanh"), tol=1e-14)
+    with_one_more = mfj.resnet_forward(field, jnp.concatenate([x0, x0[:1] + 1.0]), save_every=2)  # even n
+    assert_round_off(traj, with_one_more[:, :n], tol=1e-14)
+    want = jax.grad(reference("tanh"), argnums=(0, 1, 2))(W, b, x0)
+    for adjoint in ADJOINTS:
+        got = jax.grad(ours("tanh", adjoint), argnums=(0, 1, 2))(W, b, x0)
+        assert got[2].shape == (n, d)
+        assert_round_off(got, want)
+
+
 def test_fields_other_than_neural_field_fall_back_to_reverse_mode():
     class ShiftedNeuralField(mfj.NeuralField):
         """The same field seen as another AbstractField subclass (no particle-last kernel)."""
