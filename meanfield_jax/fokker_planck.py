@@ -171,8 +171,12 @@ def _discretise(grid: Grid1D | Grid2D, diffusion: Diffusion) -> tuple[_Discretis
         points.append(pts)
         K_faces.append(_diffusion_at(diffusion, pts))
         gradients.append(jnp.diff(K_centres, axis=k) / ax.dx)
-    K_all = jnp.concatenate([K_centres.ravel(), *[K.ravel() for K in K_faces]])
-    vanishes = jnp.any(jnp.concatenate([(K <= 0).ravel() for K in K_faces]))
+    if callable(diffusion):
+        K_all = jnp.concatenate([K_centres.ravel(), *[K.ravel() for K in K_faces]])
+        vanishes = jnp.any(jnp.concatenate([(K <= 0).ravel() for K in K_faces]))
+    else:  # one value everywhere: checked as a scalar (reductions over its broadcast run on one thread)
+        K_all = jnp.asarray(diffusion, K_centres.dtype)
+        vanishes = (K_all <= 0) & any(K.size > 0 for K in K_faces)
     check = (jnp.any(~jnp.isfinite(K_all) | (K_all < 0)), vanishes, jnp.min(K_all))
     return _Discretisation(grid, tuple(points), tuple(K_faces), tuple(gradients), centres), check
 
@@ -194,18 +198,20 @@ def _guard(x: Any, check: tuple[Array, ...], strict: bool) -> Any:
 def _prepare(
     grid: Grid1D | Grid2D, diffusion: Diffusion, field: AbstractField, method: str, cfl: float | None,
     span: float,
-) -> tuple[_Discretisation, tuple[Array, ...], Array | None, Any]:
-    """The discretisation, the check of K, (unless ``cfl`` is None) the CFL step over ``span`` and, for
-    explicit steps of one layer without feedback, that layer's face coefficients, in one compilation: the
-    rate bound computes them anyway, and the time loop takes them from here (at 10⁵ cells each evaluation
-    costs about 1 ms)."""
+) -> tuple[tuple[Array, ...], Array | None, Any]:
+    """The check of K, (unless ``cfl`` is None) the CFL step over ``span`` and, for explicit steps of one
+    layer without feedback, that layer's face coefficients, in one compilation: the rate bound computes
+    them anyway, and the time loop takes them from here (at 10⁵ cells each evaluation costs about 1 ms).
+    The discretisation itself is not returned but formed again inside the solve: every array a compiled
+    call returns is a new buffer, and on these machines its first write costs a page fault per 4 KiB
+    (~2 µs each, measured), where the solve's own temporaries reuse their memory."""
     disc, check = _discretise(grid, diffusion)
     if cfl is None:
-        return disc, check, None, None
+        return check, None, None
     if method == "explicit" and field.num_layers == 1 and field.feedback is None:
         coefficients = _coefficients(field, 0, None, disc)
-        return disc, check, _time_step(_outflow_bound(coefficients, disc), cfl, span), coefficients
-    return disc, check, _time_step(_rate_bound(field, disc, method), cfl, span), None
+        return check, _time_step(_outflow_bound(coefficients, disc), cfl, span), coefficients
+    return check, _time_step(_rate_bound(field, disc, method), cfl, span), None
 
 
 # ---- the drift and the operator of one layer ---------------------------------------------------------------
@@ -533,7 +539,8 @@ def _implicit_step(
 def _solve(
     field: AbstractField,
     f0: Array,
-    disc: _Discretisation,
+    grid: Grid1D | Grid2D,
+    diffusion: Diffusion,
     first_coefficients: Any,
     dt: Array,
     save_at: tuple[float, ...],
@@ -548,6 +555,7 @@ def _solve(
     ``first_coefficients``: the face coefficients of a one-layer field without feedback under explicit
     steps (from :func:`_prepare`), or None; ``pieces``: run layer piece by layer piece
     (:func:`_runs_by_pieces`)."""
+    disc, _ = _discretise(grid, diffusion)  # the check was made by _prepare
     save = np.asarray(save_at)
     dt = dt.astype(f0.dtype)
     if method == "explicit":
@@ -685,7 +693,7 @@ def _step_now(
     over a concrete field and K); None if it still depends on traced values (a K closing over a tracer)."""
     with jax.ensure_compile_time_eval():
         diffusion = _checked_diffusion(diffusion, strict=False)
-        return _concrete(_prepare(grid, diffusion, field, method, cfl, span)[2])
+        return _concrete(_prepare(grid, diffusion, field, method, cfl, span)[1])
 
 
 def _concrete(x: Array) -> float | None:
@@ -770,8 +778,8 @@ def solve_fokker_planck(
     given_diffusion = diffusion
     diffusion = _checked_diffusion(diffusion, strict=False)
     span = float(save[-1] - t0)
-    disc, check, step, first = _prepare(grid, diffusion, field, method, cfl if dt is None else None, span)
-    disc = _guard(disc, check, strict=False)
+    check, step, first = _prepare(grid, diffusion, field, method, cfl if dt is None else None, span)
+    f0 = _guard(f0, check, strict=False)
     if dt is None:  # the step follows the field (and K): traced under jax.grad, so gradients see it
         count_with = _concrete(step)
         if count_with is None and not is_traced((field, given_diffusion)):
@@ -782,7 +790,9 @@ def solve_fokker_planck(
     save_times = tuple(save.tolist())
     theta = jnp.asarray(theta) if method == "implicit" else None  # explicit steps have no θ
     pieces = _runs_by_pieces(method, field, grid, save, t0, steps)
-    return _solve(field, f0, disc, first, step, save_times, steps, method, theta, adjoint, t0, pieces)
+    return _solve(
+        field, f0, grid, diffusion, first, step, save_times, steps, method, theta, adjoint, t0, pieces
+    )
 
 
 @partial(jit_arrays, static_argnames=())
