@@ -220,8 +220,17 @@ def wasserstein_1d(f: ArrayLike, g: ArrayLike, grid: Grid1D, p: int = 1) -> Arra
 
 
 # ---- particle losses ---------------------------------------------------------------------------------
+# Up to this dimension the squared distance is written as a sum over the coordinates: a reduction over a short
+# last axis kept XLA's CPU backend from splitting and vectorising the kernel that the kernel function and the
+# mean fuse into (MMD of 2000 points, float64: d = 1 610 -> 21 ms, d = 2 97 -> 39 ms, d = 4 202 -> 42 ms;
+# at d = 16 the reduction was faster, 148 against 365 ms; measured).
+_COORDINATE_SUM_MAX_DIM = 4
+
+
 def _pairwise_sq_dists(x: Array, y: Array) -> Array:
     """|x_i − y_j|² of shape (n, m), from the differences (exactly 0 for equal points)."""
+    if x.shape[1] <= _COORDINATE_SUM_MAX_DIM:
+        return sum((x[:, None, k] - y[None, :, k]) ** 2 for k in range(x.shape[1]))
     return jnp.sum((x[:, None, :] - y[None, :, :]) ** 2, axis=-1)
 
 

@@ -149,6 +149,17 @@ def normal_cloud(key, n, mean, std):
     return mean[None, :] + std * jax.random.normal(key, (n, mean.shape[0]), jnp.float64)
 
 
+@pytest.mark.parametrize("d", [1, 2, 4, 5, 16])
+def test_pairwise_squared_distances_are_those_of_each_pair(d):
+    """Both forms (a sum over the coordinates up to d = 4, a reduction beyond) give |x_i − y_j|² of every
+    pair, and exactly 0 between a point and itself."""
+    x = np.random.default_rng(d).normal(size=(6, d))
+    y = np.random.default_rng(d + 1).normal(size=(5, d))
+    want = np.array([[np.sum((xi - yj) ** 2) for yj in y] for xi in x])
+    np.testing.assert_allclose(losses._pairwise_sq_dists(jnp.asarray(x), jnp.asarray(y)), want, rtol=1e-14)
+    assert np.all(np.diag(np.asarray(losses._pairwise_sq_dists(jnp.asarray(x), jnp.asarray(x)))) == 0.0)
+
+
 def test_particle_losses_of_a_cloud_to_itself_are_exactly_zero():
     x = normal_cloud(jax.random.key(0), 101, [0.0, 1.0, -2.0], 1.5)
     assert float(losses.energy_distance(x, x)) == 0.0
