@@ -20,9 +20,10 @@ Kernel. For a :class:`NeuralField` the particles are stored particle-last, x of 
 once on the way in and out), so that a layer is one small matrix product W_l x, whose result is contiguous
 along the particles, and one elementwise pass; for d = 1 the product is a scalar times a vector and the
 layer a single fused loop. The noise of layer l is ``normal(fold_in(key, l), (n, d))`` whatever the
-layout, so every path draws the same samples. On CPU an odd number of independent particles runs with one
-zero particle appended and dropped from the output (:func:`_appended_particles`): XLA's CPU kernels over
-an odd count of values are neither split across threads nor vectorised.
+layout, so every path draws the same samples. On CPU an odd number of independent particles runs with a
+copy of the last one appended and dropped from the output (:func:`_appended_particles`; with noise, its
+samples are the next row of the same draw): XLA's CPU kernels over an odd count of values are neither
+split across threads nor vectorised.
 
 Gradients (``adjoint=``, see :mod:`meanfield_jax.adjoint`); all three give the same numbers:
 
@@ -188,14 +189,24 @@ def _backward_blocks(n: int, d: int, separable: bool) -> int:
     return min(divisors, key=lambda m: abs(math.log(m / target)))
 
 
-def _appended_particles(n: int, field: AbstractField, diffusion: Callable | None) -> int:
-    """The zero particles (0 or 1) appended for the run on CPU, dropped from the output: one to an odd
-    number of independent particles, because XLA's CPU backend neither splits nor vectorises an
-    elementwise kernel over an odd count of values (d = 1, L = 100, float32: n = 100001 took 8x the time
-    of n = 100000 or 100002, measured). Not with a feedback mean (the extra particle would move it) or
-    noise (its samples are drawn for the particle count)."""
-    odd = n % 2 == 1 and field.feedback is None and diffusion is None
-    return int(odd and jax.default_backend() == "cpu")
+def _appended_particles(n: int, field: AbstractField, diffusion: Callable | None, key) -> int:
+    """The particles (0 or 1) appended for the run on CPU, each a copy of the last one, dropped from the
+    output: one to an odd number of independent particles of a :class:`NeuralField`, because XLA's CPU
+    backend neither splits nor vectorises an elementwise kernel over an odd count of values (d = 1,
+    L = 100, float32: n = 100001 took 8x the time of n = 100000 or 100002, measured). A copy keeps every
+    value the run computes as finite as the particles' own. Not with a feedback mean (the extra particle
+    would move it); with noise only where its rows are prefix-stable (:func:`_noise_rows_extend`)."""
+    independent = type(field) is NeuralField and field.feedback is None
+    noise_kept = diffusion is None or _noise_rows_extend(key)
+    return int(n % 2 == 1 and independent and noise_kept and jax.default_backend() == "cpu")
+
+
+def _noise_rows_extend(key) -> bool:
+    """Whether the first n rows of ``normal(k, (n + 1, d))`` are ``normal(k, (n, d))`` for keys k derived
+    from ``key``: so for threefry keys with JAX's (default) partitionable bits, which depend on each value's
+    index only, and the transform to normal samples is elementwise."""
+    partitionable = bool(jax.config.jax_threefry_partitionable)
+    return partitionable and str(jax.random.key_impl(key)) == "threefry2x32"
 
 
 def _neural_flow(field: NeuralField, x0, diffusion, consts, key, adjoint):
@@ -233,14 +244,14 @@ def _field_flow(field: AbstractField, x0, diffusion, consts, key, adjoint):
 @functools.partial(eqx.debug.assert_max_traces, max_traces=None)
 def _resnet_kernel(field, x0, save_every, diffusion, consts, key, adjoint):
     """The jit-compiled ResNet (traced once per field structure, shapes and static options)."""
+    n, extra = x0.shape[0], _appended_particles(x0.shape[0], field, diffusion, key)
+    x0_run = jnp.concatenate([x0, x0[-1:]]) if extra else x0
     if diffusion is not None and diffusion is not _constant_diffusion:
         # every array K closes over (integers too) becomes an argument, so the custom VJP sees no stale tracer
-        converted = eqx.filter_closure_convert(diffusion, x0)
+        converted = eqx.filter_closure_convert(diffusion, x0_run)
         hoisted, static = eqx.partition(converted, eqx.is_array)
         diffusion, consts = functools.partial(_call_converted, static), (*consts, hoisted)
     setup = _neural_flow if type(field) is NeuralField else _field_flow
-    n, extra = x0.shape[0], _appended_particles(x0.shape[0], field, diffusion)
-    x0_run = jnp.pad(x0, ((0, extra), (0, 0)))
     x, xs, flow, run_to_particles = setup(field, x0_run, diffusion, consts, key, adjoint)
 
     def to_particles(x):

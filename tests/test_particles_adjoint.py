@@ -240,28 +240,36 @@ def test_particle_groups_divide_the_particle_count(monkeypatch):
 
 @pytest.mark.parametrize("d", [1, 3])
 def test_an_odd_particle_count_runs_with_one_appended_particle_that_changes_nothing(monkeypatch, d):
-    """On CPU an odd number of independent particles gets one zero particle for the run: the outputs, the
-    saved layers and the gradients (every adjoint, in particle groups too) are those of the n particles."""
+    """On CPU an odd number of independent particles gets a copy of the last one for the run: the outputs,
+    the saved layers and the gradients (every adjoint, in particle groups too; with noise as well) are
+    those of the n particles, and the noise is still normal(fold_in(key, l), (n, d))."""
     monkeypatch.setattr(particles, "_BACKWARD_BLOCK_VALUES", 8)
     n = 15  # 16 particles in the run: groups of them in the discrete adjoint's backward pass
     W, b, x0 = problem(d, seed=15, n=n, layers=4)
     field = mfj.NeuralField(W, b, activation="tanh", T=T)
-    assert particles._appended_particles(n, field, None) == 1
-    assert particles._appended_particles(n + 1, field, None) == 0
-    assert particles._appended_particles(n, field, constant_diffusion) == 0  # noise: drawn for n particles
+    key = jax.random.PRNGKey(7)
+    assert particles._appended_particles(n, field, None, None) == 1
+    assert particles._appended_particles(n + 1, field, None, None) == 0
+    assert particles._appended_particles(n, field, constant_diffusion, key) == 1
+    assert particles._appended_particles(n, field, constant_diffusion, jax.random.key(7, impl="rbg")) == 0
+    with jax.threefry_partitionable(False):  # the rows of a draw then depend on its shape
+        assert particles._appended_particles(n, field, constant_diffusion, key) == 0
     coupled = mfj.NeuralField(W, b, activation="tanh", T=T, feedback=0.5)
-    assert particles._appended_particles(n, coupled, None) == 0  # the mean would include the extra one
+    assert particles._appended_particles(n, coupled, None, None) == 0  # the mean would include the extra one
 
     traj = mfj.resnet_forward(field, x0, save_every=2)
     assert traj.shape == (3, n, d)
     assert_round_off(traj[-1], plain_forward(W, b, x0, "tanh"), tol=1e-14)
     with_one_more = mfj.resnet_forward(field, jnp.concatenate([x0, x0[:1] + 1.0]), save_every=2)  # even n
     assert_round_off(traj, with_one_more[:, :n], tol=1e-14)
-    want = jax.grad(reference("tanh"), argnums=(0, 1, 2))(W, b, x0)
-    for adjoint in ADJOINTS:
-        got = jax.grad(ours("tanh", adjoint), argnums=(0, 1, 2))(W, b, x0)
-        assert got[2].shape == (n, d)
-        assert_round_off(got, want)
+    noisy = mfj.resnet_forward(field, x0, diffusion=0.3, key=key)
+    assert_round_off(noisy, plain_forward(W, b, x0, "tanh", diffusion=constant_diffusion, key=key), tol=1e-14)
+    for stochastic in (False, True):
+        want = jax.grad(reference("tanh", stochastic=stochastic), argnums=(0, 1, 2))(W, b, x0)
+        for adjoint in ADJOINTS:
+            got = jax.grad(ours("tanh", adjoint, stochastic=stochastic), argnums=(0, 1, 2))(W, b, x0)
+            assert got[2].shape == (n, d)
+            assert_round_off(got, want)
 
 
 def test_fields_other_than_neural_field_fall_back_to_reverse_mode():
