@@ -2,16 +2,48 @@
 
 The bytes go to a temporary file in the same folder, are flushed to disk (fsync), get the mode the user's
 umask gives new files, and are renamed onto the target (``os.replace`` is atomic on POSIX and Windows).
-A run killed at any moment therefore leaves no truncated checkpoint, figure or result.
+A run killed at any moment therefore leaves no truncated checkpoint, figure or result. Files that belong
+together (a checkpoint and its sidecar) are written inside :func:`termination_deferred`, so that a SIGINT
+or SIGTERM arriving between them takes effect after the last one (SIGKILL cannot be deferred; the loader
+then reports the mismatch by the sidecar's SHA-256).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "termination_deferred"]
+
+_TERMINATION_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def termination_deferred() -> Iterator[None]:
+    """Run the block with SIGINT, SIGTERM and SIGHUP held back; each one received meanwhile is raised again,
+    with the handler it had before, when the block ends. Outside the main thread (where Python cannot set
+    handlers) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in _TERMINATION_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(received):
+            signal.raise_signal(signum)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:

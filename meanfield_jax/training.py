@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .atomic import atomic_write
+from .atomic import atomic_write, termination_deferred
 
 __all__ = ["FitResult", "NonFiniteError", "fit"]
 
@@ -157,8 +157,9 @@ def _save_checkpoint(path: str, state: PyTree, step: int, history: list[float]) 
         "tree_sha256": _sha256(json.dumps(description).encode()),
         "leaves_sha256": _sha256(leaves),
     }
-    atomic_write(path, leaves)
-    atomic_write(_sidecar(path), json.dumps(meta).encode())
+    with termination_deferred():  # a SIGTERM between the two writes would leave a mismatched pair
+        atomic_write(path, leaves)
+        atomic_write(_sidecar(path), json.dumps(meta).encode())
 
 
 def _load_checkpoint(path: str, like: PyTree, steps: int) -> tuple[PyTree, int, list[float]] | None:

@@ -77,6 +77,42 @@ SCRIPT = textwrap.dedent(
 )
 
 
+BETWEEN_WRITES = textwrap.dedent(
+    """
+    import os, signal, sys
+    import jax.numpy as jnp
+    from meanfield_jax import training
+
+    path = sys.argv[1]
+    training._save_checkpoint(path, jnp.array([1.0, 2.0]), 1, [0.5])
+    write = training.atomic_write
+
+    def terminated_after_the_first(target, data):
+        write(target, data)
+        if target == path:
+            os.kill(os.getpid(), signal.SIGTERM)  # between the checkpoint and its sidecar
+
+    training.atomic_write = terminated_after_the_first
+    training._save_checkpoint(path, jnp.array([3.0, 4.0]), 2, [0.5, 0.25])
+    print("not terminated", flush=True)
+    """
+)
+
+
+def test_sigterm_between_a_checkpoint_and_its_sidecar_waits_for_the_pair(tmp_path):
+    """The signal takes effect once both files are written: the process still dies of SIGTERM, before
+    running on, and the checkpoint on disk is the new, complete pair."""
+    ckpt = tmp_path / "fit.eqx"
+    proc = subprocess.run([sys.executable, "-c", BETWEEN_WRITES, str(ckpt)], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr.decode()
+    assert b"not terminated" not in proc.stdout
+    from meanfield_jax.training import _load_checkpoint
+
+    state, step, history = _load_checkpoint(str(ckpt), jnp.zeros(2, jnp.float32), 10)  # written in float32
+    np.testing.assert_array_equal(state, [3.0, 4.0])
+    assert (step, history) == (2, [0.5, 0.25])
+
+
 def test_sigterm_during_fit_leaves_a_usable_checkpoint(tmp_path):
     ckpt = tmp_path / "fit.eqx"
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(ckpt)], stderr=subprocess.PIPE)
