@@ -6,6 +6,8 @@ part of the whole call. :func:`jit_arrays` compiles a function with ``jax.jit`` 
 and uses it whenever every leaf of the other arguments is a JAX array (or a tracer), as for a NeuralField,
 a grid and a density; otherwise (a callable diffusion, a user field holding Python numbers or functions)
 it falls back to ``eqx.filter_jit``, which treats such leaves as static. Both compile the same function.
+
+:func:`odd_count_on_cpu` tells the kernels whose arrays would hold an odd count of values to make it even.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from typing import Any
 import equinox as eqx
 import jax
 
-__all__ = ["jit_arrays"]
+__all__ = ["jit_arrays", "odd_count_on_cpu"]
+
+
+def odd_count_on_cpu(count: int) -> bool:
+    """Whether ``count`` values would make a slow elementwise kernel: XLA's CPU backend neither splits a
+    kernel over an odd count of values across threads nor vectorises it (at 100 001 values against
+    100 000, measured: tanh 2.3x, exp 2.6x, expm1 3.2x, threefry bits 5–6x, erfinv 8–9x the time). Callers
+    then evaluate one value more (a copy of the last) and drop it."""
+    return count % 2 == 1 and jax.default_backend() == "cpu"
 
 
 def jit_arrays(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Callable[..., Any]:

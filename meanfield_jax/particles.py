@@ -67,7 +67,7 @@ from .adjoint import (
     check_adjoint,
     checkpointed_scan,
 )
-from .dispatch import jit_arrays
+from .dispatch import jit_arrays, odd_count_on_cpu
 from .field import AbstractField, NeuralField
 
 __all__ = ["NeuralEulerStep", "euler_step", "layer_noise", "resnet_forward"]
@@ -190,21 +190,21 @@ def _backward_blocks(n: int, d: int, separable: bool) -> int:
 
 
 def _appended_particles(n: int, field: AbstractField, diffusion: Callable | None, key) -> int:
-    """The particles (0 or 1) appended for the run on CPU, each a copy of the last one, dropped from the
-    output: one to an odd number of independent particles of a :class:`NeuralField`, because XLA's CPU
-    backend neither splits nor vectorises an elementwise kernel over an odd count of values (d = 1,
-    L = 100, float32: n = 100001 took 8x the time of n = 100000 or 100002, measured). A copy keeps every
-    value the run computes as finite as the particles' own. Not with a feedback mean (the extra particle
-    would move it); with noise only where its rows are prefix-stable (:func:`_noise_rows_extend`)."""
+    """The particles (0 or 1) appended for the run, each a copy of the last one, dropped from the output:
+    one to an odd number of independent particles of a :class:`NeuralField` on CPU
+    (:func:`~meanfield_jax.dispatch.odd_count_on_cpu`; d = 1, L = 100, float32: n = 100001 took 8x the
+    time of n = 100000 or 100002, measured). A copy keeps every value the run computes as finite as the
+    particles' own. Not with a feedback mean (the extra particle would move it); with noise only where its
+    rows are prefix-stable (:func:`_noise_rows_extend`)."""
     independent = type(field) is NeuralField and field.feedback is None
     noise_kept = diffusion is None or _noise_rows_extend(key)
-    return int(n % 2 == 1 and independent and noise_kept and jax.default_backend() == "cpu")
+    return int(independent and noise_kept and odd_count_on_cpu(n))
 
 
 def _noise_rows_extend(key) -> bool:
     """Whether the first n rows of ``normal(k, (n + 1, d))`` are ``normal(k, (n, d))`` for keys k derived
-    from ``key``: so for threefry keys with JAX's (default) partitionable bits, which depend on each value's
-    index only, and the transform to normal samples is elementwise."""
+    from ``key``: true for threefry keys with JAX's (default) partitionable bits, since those bits depend
+    only on each value's index and the transform to normal samples is elementwise."""
     partitionable = bool(jax.config.jax_threefry_partitionable)
     return partitionable and str(jax.random.key_impl(key)) == "threefry2x32"
 
@@ -244,7 +244,8 @@ def _field_flow(field: AbstractField, x0, diffusion, consts, key, adjoint):
 @functools.partial(eqx.debug.assert_max_traces, max_traces=None)
 def _resnet_kernel(field, x0, save_every, diffusion, consts, key, adjoint):
     """The jit-compiled ResNet (traced once per field structure, shapes and static options)."""
-    n, extra = x0.shape[0], _appended_particles(x0.shape[0], field, diffusion, key)
+    n = x0.shape[0]
+    extra = _appended_particles(n, field, diffusion, key)
     x0_run = jnp.concatenate([x0, x0[-1:]]) if extra else x0
     if diffusion is not None and diffusion is not _constant_diffusion:
         # every array K closes over (integers too) becomes an argument, so the custom VJP sees no stale tracer
