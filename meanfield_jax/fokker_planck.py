@@ -24,10 +24,11 @@ Time (the field is constant on each layer; steps land on layer boundaries and sa
   fluxes whose coefficients are prepared once per layer
   (:func:`~meanfield_jax.chang_cooper.heun_flux_coefficients`): the same numbers up to round-off,
   2.2–2.7x faster at 10⁵ cells (measured); its forward-mode derivative is that of the two stages, and the
-  discrete adjoint differentiates it by its written adjoint. With several layers the loop then runs layer
-  piece by layer piece (:func:`~meanfield_jax.timestepping.integrate`'s ``piece_constant``) when the pieces
-  have at least :data:`PIECE_MIN_STEPS` steps; otherwise, as in 2-D, the two stages step with the layer's
-  (α, β) carried through the loop.
+  discrete adjoint differentiates it by its written adjoint. In 2-D the step is the two stages with the
+  layer's (α, β). With several layers the loop runs layer piece by layer piece
+  (:func:`~meanfield_jax.timestepping.integrate`'s ``piece_constant``: each piece makes its layer's
+  coefficients before its steps) when the pieces have at least :data:`PIECE_MIN_STEPS` steps (16 in 1-D,
+  any number in 2-D); otherwise (α, β) are carried through the loop and made again on entering a layer.
 * ``method="implicit"``: the θ-scheme (I − θ Δt L) Δf = Δt L f, f_new = f + Δf (θ = 1 backward Euler,
   θ = 1/2 Crank–Nicolson), solved directly: a tridiagonal solve in 1-D, the block Thomas algorithm in 2-D
   (:mod:`meanfield_jax.block_tridiagonal`, O(n_long · n_short³) per step). I − θΔtL is a non-singular M-matrix
@@ -570,10 +571,11 @@ def _solve(
     # _heun_update_1d and, for the discrete adjoint, _heun_update_written). With one layer they are made
     # before the loop; with several, when the pieces are long enough (``pieces``), the loop runs layer piece
     # by layer piece (integrate's piece_constant), each piece making its layer's coefficients before its
-    # steps. Carrying the six arrays from step to step instead (kinetic_common.layer_lookup) was measured
-    # slower than the two stages with (α, β) carried (10 and 50 layers, 10⁴ cells: discrete 1.6-1.7x the
-    # time, calls interleaved); short pieces, 2-D, implicit and feedback solves keep that carried lookup.
-    banded = pieces or (_one_pass_1d(method, field, disc.grid) and field.num_layers == 1)
+    # steps: the six arrays in 1-D, (α, β) for the two stages in 2-D. Carrying the six arrays from step to
+    # step instead (kinetic_common.layer_lookup) was measured slower than the two stages with (α, β) carried
+    # (10 and 50 layers, 10⁴ cells: discrete 1.6-1.7x the time, calls interleaved); short 1-D pieces,
+    # implicit and feedback solves keep that carried lookup.
+    banded = _one_pass_1d(method, field, disc.grid) and (pieces or field.num_layers == 1)
 
     def per_layer(l: Array):
         if first_coefficients is not None:
@@ -598,8 +600,9 @@ def _solve(
     if pieces:
         state0, saved, piece_constant = f0, lambda f: f, lambda t: per_layer(field.layer_index(t))
 
-        def step(f, t, dt_k, full, coefficients):
-            return banded_step(coefficients, f, dt_k, full).astype(f.dtype)
+        def step(f, t, dt_k, *rest):  # rest: (full, coefficients) for the one-pass step, else (coefficients,)
+            f_new = banded_step(rest[1], f, dt_k, rest[0]) if banded else advance(rest[0], f, t, dt_k)
+            return f_new.astype(f.dtype)
 
     else:
         if field.feedback is None:
@@ -627,12 +630,15 @@ def _solve(
     )
 
 
-# Layer pieces of fewer steps than this run as one loop over the steps with the coefficients carried:
-# measured on 10⁴ cells, 25 layers of 16 steps each, the pieces' gradients take 0.66x (discrete) and
-# 0.83x (checkpointed) the carried loop's time, 10 layers of 200 steps 0.46x and 0.61x, but 50 layers
-# of 5 steps 1.2x and 1.1x; their forward pass costs 1.35x, 1.04x and 1.4x (each piece computes its six
-# arrays; calls interleaved).
-PIECE_MIN_STEPS = 16
+# The fewest steps per layer piece with which the loop runs by pieces, by grid dimension; shorter pieces
+# run as one loop over the steps with the coefficients carried. 1-D (where pieces also switch the step
+# from two stages to the one-pass update), measured on 10⁴ cells: 25 layers of 16 steps each, the pieces'
+# gradients take 0.66x (discrete) and 0.83x (checkpointed) the carried loop's time, 10 layers of 200
+# steps 0.46x and 0.61x, but 50 layers of 5 steps 1.2x and 1.1x; their forward pass costs 1.35x, 1.04x
+# and 1.4x (each piece computes its six arrays; calls interleaved). 2-D (the same two stages either way),
+# measured: 128² with 10 layers of 21 steps, discrete 0.69x, checkpointed 0.81x; 256² with 10 of 33,
+# 0.57x and 0.49x; 64² with 50 of 3, 0.78x and 0.84x; the forward pass 0.91-1.05x.
+PIECE_MIN_STEPS = {1: 16, 2: 1}
 
 
 def _one_pass_1d(method: str, field: AbstractField, grid: Grid1D | Grid2D) -> bool:
@@ -644,11 +650,12 @@ def _one_pass_1d(method: str, field: AbstractField, grid: Grid1D | Grid2D) -> bo
 def _runs_by_pieces(
     method: str, field: AbstractField, grid: Grid1D | Grid2D, save: np.ndarray, t0: float, steps: int
 ) -> bool:
-    """Whether the loop runs layer piece by layer piece: one-pass steps (:func:`_one_pass_1d`) of a field
-    of several layers, whose pieces have :data:`PIECE_MIN_STEPS` steps each (at ``steps`` per interval)."""
-    if not _one_pass_1d(method, field, grid) or field.num_layers == 1:
+    """Whether the loop runs layer piece by layer piece: explicit steps of a field of several layers
+    without feedback (whose coefficients change only between layers), whose pieces have
+    :data:`PIECE_MIN_STEPS` steps each (at ``steps`` per interval)."""
+    if method != "explicit" or field.feedback is not None or field.num_layers == 1:
         return False
-    return steps_per_piece(piece_table(save, layer_stops(field), t0), steps) >= PIECE_MIN_STEPS
+    return steps_per_piece(piece_table(save, layer_stops(field), t0), steps) >= PIECE_MIN_STEPS[grid.d]
 
 
 # ---- validation --------------------------------------------------------------------------------------------
@@ -751,8 +758,8 @@ def solve_fokker_planck(
     Many fields at once: ``jax.vmap`` over them works, each field with its own CFL step; the loop's
     conditionals (:func:`~meanfield_jax.conditional.batch_cond`) run a branch only when some field takes
     it. A vmap of a gradient through a field of several layers whose pieces take the carried loop (fewer
-    than :data:`PIECE_MIN_STEPS` steps each, or 2-D) recomputes the layer's coefficients at every step;
-    ``jax.lax.map`` avoids that (docs/scaling.md).
+    than :data:`PIECE_MIN_STEPS` steps each in 1-D; implicit steps, feedback) recomputes the layer's
+    coefficients at every step; ``jax.lax.map`` avoids that (docs/scaling.md).
     """
     _check_field_and_grid(field, grid)
     check_choice("scheme", scheme, SCHEMES)

@@ -214,18 +214,18 @@ def test_only_discrete_1d_transport_materialises_the_flux_cotangents(monkeypatch
 
 
 @pytest.mark.parametrize(("dim", "layers", "pieces"), [("1d", 1, True), ("1d", 3, True), ("1d", 3, False),
-                                                     ("2d", 3, True)])
+                                                     ("2d", 3, True), ("2d", 3, False)])
 def test_only_the_discrete_explicit_fokker_planck_step_uses_the_written_adjoint(
     monkeypatch, dim, layers, pieces
 ):
     """The discrete adjoint differentiates Heun's step by its written adjoint (which needs no forward
     mode): in 1-D that of the one-pass update (heun_update_vjp; with several layers, layer piece by layer
-    piece), in 2-D, and in 1-D with layer pieces too short to pay, that of the two stages
-    (fitted_operator_vjp); the checkpointed adjoint lets JAX differentiate the two stages. Both gradients
-    are compared above."""
+    piece), in 2-D (by layer pieces or with the coefficients carried), and in 1-D with layer pieces too
+    short to pay, that of the two stages (fitted_operator_vjp); the checkpointed adjoint lets JAX
+    differentiate the two stages. Both gradients are compared above."""
     grid = FRESH_GRIDS[dim]
     if not pieces:
-        monkeypatch.setattr(mfj.fokker_planck, "PIECE_MIN_STEPS", 10**9)
+        monkeypatch.setattr(mfj.fokker_planck, "PIECE_MIN_STEPS", {1: 10**9, 2: 10**9})
     name = "heun_update_vjp" if grid.d == 1 and pieces else "fitted_operator_vjp"
     calls = []
     for spied in ("heun_update_vjp", "fitted_operator_vjp"):
