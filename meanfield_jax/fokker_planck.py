@@ -637,7 +637,8 @@ def _solve(
 # steps 0.46x and 0.61x, but 50 layers of 5 steps 1.2x and 1.1x; their forward pass costs 1.35x, 1.04x
 # and 1.4x (each piece computes its six arrays; calls interleaved). 2-D (the same two stages either way),
 # measured: 128² with 10 layers of 21 steps, discrete 0.69x, checkpointed 0.81x; 256² with 10 of 33,
-# 0.57x and 0.49x; 64² with 50 of 3, 0.78x and 0.84x; the forward pass 0.91-1.05x.
+# 0.57x and 0.49x; 64² with 50 of 3, 0.78x and 0.84x; the forward pass 0.91-1.23x (1.23x and 1.05x
+# in two runs of 64², 20 layers of 6 steps).
 PIECE_MIN_STEPS = {1: 16, 2: 1}
 
 
