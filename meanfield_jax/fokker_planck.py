@@ -600,9 +600,15 @@ def _solve(
     if pieces:
         state0, saved, piece_constant = f0, lambda f: f, lambda t: per_layer(field.layer_index(t))
 
-        def step(f, t, dt_k, *rest):  # rest: (full, coefficients) for the one-pass step, else (coefficients,)
-            f_new = banded_step(rest[1], f, dt_k, rest[0]) if banded else advance(rest[0], f, t, dt_k)
-            return f_new.astype(f.dtype)
+        if banded:  # integrate passes `full` to self-masking steps only
+
+            def step(f, t, dt_k, full, coefficients):
+                return banded_step(coefficients, f, dt_k, full).astype(f.dtype)
+
+        else:
+
+            def step(f, t, dt_k, coefficients):
+                return advance(coefficients, f, t, dt_k).astype(f.dtype)
 
     else:
         if field.feedback is None:
@@ -642,19 +648,23 @@ def _solve(
 PIECE_MIN_STEPS = {1: 16, 2: 1}
 
 
+def _explicit_layerwise(method: str, field: AbstractField) -> bool:
+    """Explicit steps of a field without feedback, whose coefficients change only between layers."""
+    return method == "explicit" and field.feedback is None
+
+
 def _one_pass_1d(method: str, field: AbstractField, grid: Grid1D | Grid2D) -> bool:
     """Whether an explicit step can be the one-pass 1-D update with a layer's Heun coefficients: 1-D
-    explicit steps of a field without feedback (whose coefficients change only between layers)."""
-    return method == "explicit" and field.feedback is None and grid.d == 1
+    steps of :func:`_explicit_layerwise`."""
+    return _explicit_layerwise(method, field) and grid.d == 1
 
 
 def _runs_by_pieces(
     method: str, field: AbstractField, grid: Grid1D | Grid2D, save: np.ndarray, t0: float, steps: int
 ) -> bool:
-    """Whether the loop runs layer piece by layer piece: explicit steps of a field of several layers
-    without feedback (whose coefficients change only between layers), whose pieces have
-    :data:`PIECE_MIN_STEPS` steps each (at ``steps`` per interval)."""
-    if method != "explicit" or field.feedback is not None or field.num_layers == 1:
+    """Whether the loop runs layer piece by layer piece: :func:`_explicit_layerwise` steps of a field of
+    several layers, whose pieces have :data:`PIECE_MIN_STEPS` steps each (at ``steps`` per interval)."""
+    if not _explicit_layerwise(method, field) or field.num_layers == 1:
         return False
     return steps_per_piece(piece_table(save, layer_stops(field), t0), steps) >= PIECE_MIN_STEPS[grid.d]
 
