@@ -1,7 +1,11 @@
 """Test settings: float64 for every oracle comparison, and no silent rank promotion."""
 
 import json
+import os
 from pathlib import Path
+
+# the suite runs in two worker processes (pytest-xdist): on a GPU neither may take most of its memory
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax
 import pytest
