@@ -19,7 +19,6 @@ from meanfield_jax.control import (
     solve_pmp,
 )
 
-pytestmark = pytest.mark.xdist_group("control_pmp")  # its module fixtures run once, in one worker
 REG = 0.1
 SMALL_GRID = mfj.Grid2D((-7.0, 7.0, 141), (-3.0, 3.0, 7))  # ∂_x ψ is linear in y: a coarse y axis is exact
 

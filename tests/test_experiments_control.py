@@ -11,7 +11,6 @@ import pytest
 from meanfield_jax.cli import main
 from meanfield_jax.experiments.control import curve_in_r3
 
-pytestmark = pytest.mark.xdist_group("experiments_control")  # its module fixtures run once, in one worker
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = {
     "pmp_bimodal": {

@@ -21,7 +21,6 @@ import pytest
 import meanfield_jax as mfj
 from meanfield_jax.sharding import particle_mesh, shard_particles, sharded_vlasov_2d
 
-pytestmark = pytest.mark.xdist_group("sharding")  # its module fixtures run once, in one worker
 DEVICES = 8
 
 # Runs with 8 host devices in float64; prints one JSON object of measured numbers.
