@@ -17,7 +17,8 @@ Implementations (all jit-compiled once, compilation timed apart):
 
 Timing: every implementation of a group (the forward passes; the gradients) is compiled apart (compile time
 reported), called once as a warm-up, then all are called in turn for as many rounds as fit in 10 s (at
-least ``--repeats``, at most 50), so that bursts of load from other processes hit them alike. Reported per
+least ``--repeats``, at most 50), each round in its own order, so that bursts of load from other
+processes hit them alike and none always runs right after the slow NumPy loop. Reported per
 case: the median wall time (also the minimum and the median process CPU time), particle-steps/s
 (n L / time), XLA's temporary buffer size of each compiled gradient (its working memory), the ratios to
 each peer, the agreement of the outputs, and the fraction of this machine's compute limit
