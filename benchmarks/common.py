@@ -197,7 +197,7 @@ def time_interleaved(
     names = list(calls)
     orders = np.random.default_rng(0)
     for _ in range(rounds):
-        for name in orders.permutation(names):
+        for name in orders.permutation(names).tolist():
             call = calls[name]
             jax.effects_barrier()  # let host callbacks of the previous call (peers' error checks) finish
             time.sleep(pause_s)
