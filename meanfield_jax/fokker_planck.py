@@ -110,7 +110,7 @@ class _Discretisation(eqx.Module):
     """The grid, with the interior faces normal to each axis and K, ∂K on them, and the cell centres."""
 
     grid: Grid1D | Grid2D
-    face_points: tuple[Array, ...]  # per axis, (*face_shape, d)
+    face_coords: tuple[tuple[Array, ...], ...]  # per axis, the 1-D coordinates of its faces' tensor mesh
     face_diffusion: tuple[Array, ...]  # K on those faces
     face_diffusion_gradient: tuple[Array, ...]  # (K_{i+1} − K_i)/h from the cell-centre values
     centres: Array  # (*grid.shape, d)
@@ -166,11 +166,11 @@ def _discretise(grid: Grid1D | Grid2D, diffusion: Diffusion) -> tuple[_Discretis
     axes = grid_axes(grid)
     centres = _points([ax.x for ax in axes])
     K_centres = _diffusion_at(diffusion, centres)
-    points, K_faces, gradients = [], [], []
+    face_coords, K_faces, gradients = [], [], []
     for k, ax in enumerate(axes):
-        pts = _points([a.faces[1:-1] if j == k else a.x for j, a in enumerate(axes)])
-        points.append(pts)
-        K_faces.append(_diffusion_at(diffusion, pts))
+        coords = tuple(a.faces[1:-1] if j == k else a.x for j, a in enumerate(axes))
+        face_coords.append(coords)
+        K_faces.append(_diffusion_at(diffusion, _points(coords)))
         gradients.append(jnp.diff(K_centres, axis=k) / ax.dx)
     if callable(diffusion):
         K_all = jnp.concatenate([K_centres.ravel(), *[K.ravel() for K in K_faces]])
@@ -179,7 +179,7 @@ def _discretise(grid: Grid1D | Grid2D, diffusion: Diffusion) -> tuple[_Discretis
         K_all = jnp.asarray(diffusion, K_centres.dtype)
         vanishes = (K_all <= 0) & any(K.size > 0 for K in K_faces)
     check = (jnp.any(~jnp.isfinite(K_all) | (K_all < 0)), vanishes, jnp.min(K_all))
-    return _Discretisation(grid, tuple(points), tuple(K_faces), tuple(gradients), centres), check
+    return _Discretisation(grid, tuple(face_coords), tuple(K_faces), tuple(gradients), centres), check
 
 
 def _guard(x: Any, check: tuple[Array, ...], strict: bool) -> Any:
@@ -221,8 +221,8 @@ def _drift(
 ) -> tuple[Array, ...]:
     """a = F − ∂K on the interior faces normal to each axis (the normal component)."""
     return tuple(
-        field.layer_velocity(l, pts, mean)[..., k] - dK
-        for k, (pts, dK) in enumerate(zip(disc.face_points, disc.face_diffusion_gradient))
+        field.layer_velocity_on_mesh(l, coords, k, mean) - dK
+        for k, (coords, dK) in enumerate(zip(disc.face_coords, disc.face_diffusion_gradient))
     )
 
 

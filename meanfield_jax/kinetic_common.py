@@ -39,7 +39,7 @@ __all__ = [
     "BOUNDARIES",
     "SSP_STEPPERS",
     "advection_rate_bound",
-    "cell_outflow_rates",
+    "cell_face_velocities",
     "check_choice",
     "check_max_steps",
     "courant_velocities",
@@ -233,26 +233,38 @@ def face_velocities(
     out = []
     for a in range(len(axes)):
         coords = [ax.faces if b == a else ax.x for b, ax in enumerate(axes)]
-        points = jnp.stack(jnp.meshgrid(*coords, indexing="ij"), axis=-1)
-        out.append(_with_walls(field.layer_velocity(l, points, mean)[..., a], a, boundary))
+        out.append(_with_walls(field.layer_velocity_on_mesh(l, coords, a, mean), a, boundary))
     return tuple(out)
 
 
-def cell_outflow_rates(
-    outward_upper: Sequence[Array], outward_lower: Sequence[Array], grid: Grid1D | Grid2D
-) -> Array:
-    """Rate at which each cell empties, Σ_axes (F⁺ on its upper face + F⁻ on its lower face) / h_axis.
+def cell_face_velocities(
+    field: AbstractField, l: ArrayLike, grid: Grid1D | Grid2D, boundary: str, mean: ArrayLike | None = None
+) -> tuple[tuple[Array, Array], ...]:
+    """Per axis, the normal drift on the upper face and on the lower face of every cell (two arrays of the
+    grid's shape), with the walls of :func:`face_velocities`.
 
-    ``outward_upper[a]`` holds max(F, 0) and ``outward_lower[a]`` max(−F, 0) on the faces normal to axis a.
-    An explicit upwind step of size Δt keeps f ≥ 0 exactly when Δt · rate ≤ 1 in every cell.
+    Each is evaluated on a mesh of its own (faces 1, …, n and 0, …, n − 1 along the axis), not sliced out
+    of the face array, so that XLA fuses the evaluation into the kernel that reads it (the reduction of the
+    rate bound) instead of writing the face arrays to memory and reading them back through slices:
+    measured at 1024² cells, the bound took 3 ms with no temporaries against 23 ms with 40 MB of them
+    (and a page fault per 4 KiB of those at every call).
     """
-    rate = 0.0
-    for a, ax in enumerate(grid_axes(grid)):
-        n = outward_upper[a].shape[a]
-        upper = jax.lax.slice_in_dim(outward_upper[a], 1, n, axis=a)
-        lower = jax.lax.slice_in_dim(outward_lower[a], 0, n - 1, axis=a)
-        rate = rate + (upper + lower) / ax.dx
-    return rate
+    axes = grid_axes(grid)
+    out = []
+    for a, ax in enumerate(axes):
+
+        def on(faces: Array, a: int = a) -> Array:
+            coords = [faces if b == a else other.x for b, other in enumerate(axes)]
+            return field.layer_velocity_on_mesh(l, coords, a, mean)
+
+        upper, lower = on(ax.faces[1:]), on(ax.faces[:-1])
+        first, last = (slice(None),) * a + (0,), (slice(None),) * a + (-1,)
+        if boundary == "zero_flux":
+            upper, lower = upper.at[last].set(0.0), lower.at[first].set(0.0)
+        elif boundary == "periodic":  # face n is face 0
+            upper = upper.at[last].set(lower[first])
+        out.append((upper, lower))
+    return tuple(out)
 
 
 def mean_box_corners(grid: Grid1D | Grid2D) -> Array:
@@ -297,8 +309,8 @@ def _largest_over_layers_jvp(value, num_layers, primals, tangents):
 
 
 def advection_rate_bound(field: AbstractField, grid: Grid1D | Grid2D, boundary: str) -> Array:
-    """max over layers and cells of :func:`cell_outflow_rates` of the drift, the inverse of the largest
-    positive upwind step (:func:`largest_over_layers`).
+    """max over layers and cells of the rate at which a cell empties (:func:`_layer_outflow_bound`), the
+    inverse of the largest positive upwind step (:func:`largest_over_layers`).
 
     With a feedback bias the drift depends on the data's mean, which lies in the box of cell centres; σ is
     non-decreasing and the mean enters its argument linearly, so F⁺ and F⁻ on each face are largest at a
@@ -309,12 +321,18 @@ def advection_rate_bound(field: AbstractField, grid: Grid1D | Grid2D, boundary: 
 
 
 def _layer_outflow_bound(grid: Grid1D | Grid2D, boundary: str, field: AbstractField, l: Array) -> Array:
-    def parts(mean: Array | None) -> tuple[list[Array], list[Array]]:  # F⁺ and F⁻ on the faces
-        vel = face_velocities(field, l, grid, boundary, mean)
-        return [jnp.maximum(v, 0.0) for v in vel], [jnp.maximum(-v, 0.0) for v in vel]
+    """max over cells of Σ_axes (F⁺ on the cell's upper face + F⁻ on its lower face) / h_axis: an explicit
+    upwind step of size Δt keeps f ≥ 0 exactly when Δt times this rate is at most 1 in every cell."""
 
-    upper, lower = largest_over_corner_means(parts, field, grid)
-    return jnp.max(cell_outflow_rates(upper, lower, grid))
+    def parts(mean: Array | None) -> list[tuple[Array, Array]]:  # per axis, F⁺ above and F⁻ below each cell
+        faces = cell_face_velocities(field, l, grid, boundary, mean)
+        return [(jnp.maximum(upper, 0.0), jnp.maximum(-lower, 0.0)) for upper, lower in faces]
+
+    outward = largest_over_corner_means(parts, field, grid)
+    rate = 0.0
+    for (upper, lower), ax in zip(outward, grid_axes(grid)):
+        rate = rate + (upper + lower) / ax.dx
+    return jnp.max(rate)
 
 
 # ---- conservative update --------------------------------------------------------------------------------

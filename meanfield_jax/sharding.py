@@ -221,10 +221,13 @@ def _solve_sharded(
     steps: int,
     mesh: Mesh,
     axis: str,
+    dt_max: Array | None = None,
 ) -> KineticSolution:
-    """The time loop of solve_vlasov with the right-hand side of :func:`_sharded_rhs`."""
+    """The time loop of solve_vlasov with the right-hand side of :func:`_sharded_rhs` (``dt_max`` as in
+    :func:`meanfield_jax.transport._solve`)."""
     save = np.asarray(save_at)
-    dt_max = cfl_time_step(field, grid, config.boundary, config.cfl, save[-1])
+    if dt_max is None:
+        dt_max = cfl_time_step(field, grid, config.boundary, config.cfl, save[-1])
     rhs = _sharded_rhs(field, grid, config, mesh, axis)
 
     def step(state, t, dt):
@@ -298,9 +301,9 @@ def sharded_vlasov_2d(
             f"field of type {type(field).__name__} maps the data between layers (enter_layer); "
             "sharded_vlasov_2d supports fields without such a map: use solve_vlasov"
         )
-    f0, config, save, steps, _ = prepare_vlasov(
+    f0, config, save, steps, _, dt_max = prepare_vlasov(
         field, f0, grid, t_final, save_at, scheme, limiter, cfl, boundary, time_stepper, max_steps, adjoint,
         schemes=SHARDED_SCHEMES,
     )
     save_times = tuple(float(s) for s in save)
-    return _solve_sharded(field, f0, grid, save_times, config, steps, mesh, axis)
+    return _solve_sharded(field, f0, grid, save_times, config, steps, mesh, axis, dt_max)

@@ -151,10 +151,20 @@ def _increment(
 
 @partial(jit_arrays, static_argnames=("save_at", "config", "steps", "t0"))
 def _solve(
-    field: AbstractField, f0: Array, grid, save_at: tuple[float, ...], config: _Config, steps: int, t0: float
+    field: AbstractField,
+    f0: Array,
+    grid,
+    save_at: tuple[float, ...],
+    config: _Config,
+    steps: int,
+    t0: float,
+    dt_max: Array | None = None,
 ):
+    """The compiled solve; ``dt_max`` is the CFL step when :func:`prepare_vlasov` has computed it (a concrete
+    field), else it is computed here (from the traced field, so that it is differentiated)."""
     save = np.asarray(save_at)
-    dt_max = cfl_time_step(field, grid, config.boundary, config.cfl, save[-1] - t0)
+    if dt_max is None:
+        dt_max = cfl_time_step(field, grid, config.boundary, config.cfl, save[-1] - t0)
 
     first = field.layer_index(jnp.asarray(t0))
     if field.feedback is None:  # the face velocities change only between layers
@@ -228,12 +238,13 @@ def prepare_vlasov(
     adjoint: str,
     t0: float = 0.0,
     schemes: tuple[str, ...] = SCHEMES,
-) -> tuple[Array, _Config, np.ndarray, int, float]:
+) -> tuple[Array, _Config, np.ndarray, int, float, Array | None]:
     """Validate the arguments of :func:`solve_vlasov` (before compiling) and count the steps.
 
     Returns (f0 cast to the field's dtype, the solver's static configuration, the save times, the scan length
-    per save interval, t0). Shared by :func:`solve_vlasov` and the multi-device solve, which allows fewer
-    ``schemes``.
+    per save interval, t0, the CFL step). The step is None for a traced field; for a concrete one it is the
+    step the count was made with, which the solve then takes instead of evaluating the rate bound again.
+    Shared by :func:`solve_vlasov` and the multi-device solve, which allows fewer ``schemes``.
     """
     validate_field_and_grid(field, grid)
     f0 = validate_density(f0, grid)
@@ -254,16 +265,16 @@ def prepare_vlasov(
                 "the field is traced (under jax.jit / jax.grad), so the number of CFL steps cannot be "
                 "computed: pass max_steps= (a bound on the steps between two save times)"
             )
-        steps = max_steps
+        steps, dt_max = max_steps, None
     else:  # a concrete field (closed over by an outer jax.jit, say): count the steps now
         with jax.ensure_compile_time_eval():
-            dt = float(_compiled_time_step(field, grid, boundary, config.cfl, float(save[-1]) - t0))
-        needed = steps_per_save_interval(save, layer_stops(field), dt, t0)
+            dt_max = _compiled_time_step(field, grid, boundary, config.cfl, float(save[-1]) - t0)
+        needed = steps_per_save_interval(save, layer_stops(field), float(dt_max), t0)
         if max_steps is not None and needed > max_steps:
             raise ValueError(f"max_steps={max_steps} is too small: {needed} steps are needed between saves")
         steps = max_steps if max_steps is not None else _scan_length(needed + 1)
     dtype = jnp.result_type(f0.dtype, *[leaf.dtype for leaf in jax.tree_util.tree_leaves(field)])
-    return f0.astype(dtype), config, save, steps, t0
+    return f0.astype(dtype), config, save, steps, t0, dt_max
 
 
 def solve_vlasov(
@@ -319,8 +330,8 @@ def solve_vlasov(
             limiter, boundary, time_stepper or adjoint; cfl outside (0, CFL_LIMITS[scheme]]; max_steps not a
             positive integer, too small, or missing for a traced field; bad t_final / save_at.
     """
-    f0, config, save, steps, t0 = prepare_vlasov(
+    f0, config, save, steps, t0, dt_max = prepare_vlasov(
         field, f0, grid, t_final, save_at, scheme, limiter, cfl, boundary, time_stepper, max_steps, adjoint,
         t0,
     )
-    return _solve(field, f0, grid, tuple(float(s) for s in save), config, steps, t0)
+    return _solve(field, f0, grid, tuple(float(s) for s in save), config, steps, t0, dt_max)

@@ -514,3 +514,44 @@ def test_muscl_derivatives_are_those_of_the_limiter_formula(limiter, shape):
         jax.vjp(ours, f)[1](cotangents)[0], jax.vjp(formula, f)[1](cotangents)[0],
         rtol=1e-14, atol=1e-15,
     )
+
+
+@pytest.mark.parametrize("boundary", ["outflow", "zero_flux", "periodic"])
+@pytest.mark.parametrize("d", [1, 2])
+def test_cell_face_velocities_and_the_cfl_rate_bound(boundary, d):
+    """Each cell's upper and lower face velocities are the face array's entries 1…n and 0…n−1 (walls
+    included), and the CFL rate bound is the largest Σ_axes (F⁺ above + F⁻ below)/h over the cells and
+    layers, evaluated here in NumPy from the field's formula."""
+    from meanfield_jax.kinetic_common import advection_rate_bound, cell_face_velocities, face_velocities
+
+    if d == 1:
+        grid = mfj.Grid1D(-4.0, 4.0, 40)
+        W, b = jnp.array([[[1.5]], [[-0.8]]]), jnp.array([[0.2], [0.5]])
+    else:
+        grid = mfj.Grid2D((-4.0, 4.0, 24), (-3.0, 5.0, 20))
+        W = jnp.array([[[1.0, -0.8], [0.8, 1.0]], [[-0.5, 0.3], [1.2, -0.9]]])
+        b = jnp.array([[0.1, -0.2], [0.4, 0.3]])
+    field = mfj.NeuralField(W, b, activation="tanh", T=1.0)
+    axes = (grid,) if d == 1 else (grid.xaxis, grid.yaxis)
+    expected_bound = 0.0
+    for l in range(2):
+        faces = face_velocities(field, l, grid, boundary)
+        rate = 0.0
+        for a, ((upper, lower), full, ax) in enumerate(
+            zip(cell_face_velocities(field, l, grid, boundary), faces, axes)
+        ):
+            n = full.shape[a]
+            for cells, start in [(upper, 1), (lower, 0)]:
+                faces_of_cells = jax.lax.slice_in_dim(full, start, start + n - 1, axis=a)
+                np.testing.assert_allclose(cells, faces_of_cells, rtol=0, atol=1e-15)
+            # the same from the formula, in NumPy: σ(W_l x + b_l)_a at the faces, with the walls
+            coords = [np.asarray(other.faces if c == a else other.x) for c, other in enumerate(axes)]
+            pts = np.stack(np.meshgrid(*coords, indexing="ij"), axis=-1)
+            v = np.moveaxis(np.tanh(pts @ np.asarray(W[l]).T + np.asarray(b[l]))[..., a], a, 0)
+            if boundary == "zero_flux":
+                v[0] = v[-1] = 0.0
+            elif boundary == "periodic":
+                v[-1] = v[0]
+            rate = rate + np.moveaxis(np.maximum(v[1:], 0) + np.maximum(-v[:-1], 0), 0, a) / ax.dx
+        expected_bound = max(expected_bound, rate.max())
+    np.testing.assert_allclose(advection_rate_bound(field, grid, boundary), expected_bound, rtol=1e-14)
