@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, PyTree
 
 from .conditional import batch_cond, behind_conditional
+from .sharding_types import stacked_spec
 
 __all__ = [
     "ADJOINTS",
@@ -337,7 +338,8 @@ def _innermost_backward(step, x0, checkpoints, p_final, xs, shared):
     head, body = _split_segments(xs, num_steps, k)
     # One buffer for a segment's states and residuals, reused by every segment.
     stored = jax.eval_shape(lambda x, xs_l: (x, step.forward(x, xs_l, shared)[1]), x0, _read(xs, 0))
-    buffers = jax.tree.map(lambda s: jnp.zeros((k, *s.shape), s.dtype), stored)
+    # laid out like what is written into them (under explicit sharding an update must match its buffer)
+    buffers = jax.tree.map(lambda s: jnp.zeros((k, *s.shape), s.dtype, out_sharding=stacked_spec(s)), stored)
 
     def recompute(carry, inputs):
         x, buffers = carry

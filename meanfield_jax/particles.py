@@ -69,6 +69,7 @@ from .adjoint import (
 )
 from .dispatch import jit_arrays, odd_count_on_cpu
 from .field import AbstractField, NeuralField
+from .sharding_types import explicit_spec, replicated_spec, transposed_spec
 
 __all__ = ["NeuralEulerStep", "euler_step", "layer_noise", "resnet_forward"]
 
@@ -113,9 +114,13 @@ def _diffusion_at(diffusion: Callable, consts: tuple, x: Array) -> Array:
     return jnp.reshape(K, (x.shape[0], 1))
 
 
-def layer_noise(key: PRNGKeyArray, l: ArrayLike, n: int, d: int, dtype) -> Array:
-    """ξ_l ~ N(0, I) of shape (n, d): ``normal(fold_in(key, l))``, independent of the depth L."""
-    return jax.random.normal(jax.random.fold_in(key, l), (n, d), dtype)
+def layer_noise(key: PRNGKeyArray, l: ArrayLike, n: int, d: int, dtype, out_sharding=None) -> Array:
+    """ξ_l ~ N(0, I) of shape (n, d): ``normal(fold_in(key, l))``, independent of the depth L.
+
+    ``out_sharding`` lays the draw out like the particles where shardings are types (explicit mesh axes);
+    JAX's partitionable threefry gives every value the same bits wherever it is drawn.
+    """
+    return jax.random.normal(jax.random.fold_in(key, l), (n, d), dtype, out_sharding=out_sharding)
 
 
 def euler_step(field: AbstractField, l: Array, x: Array) -> Array:
@@ -154,7 +159,7 @@ class NeuralEulerStep(AbstractAdjointStep):
         if self.diffusion is None:
             return x_next, sigma.derivative(z)
         key, consts = shared
-        xi = layer_noise(key, l, x.shape[1], x.shape[0], x.dtype).T
+        xi = layer_noise(key, l, x.shape[1], x.shape[0], x.dtype, transposed_spec(x)).T
         return x_next + self._noise(x, consts, xi), (sigma.derivative(z), xi)
 
     def backward(
@@ -173,7 +178,8 @@ class NeuralEulerStep(AbstractAdjointStep):
             _, noise_vjp = jax.vjp(lambda y, c: self._noise(y, eqx.combine(c, c_rest), xi), x, c_diff)
             d_x, d_consts = noise_vjp(p)
             p_prev = p_prev + d_x
-        d_W = (self.dt * (s @ x.T)).astype(W_l.dtype)
+        # a contraction over the particles: replicated (named only where shardings are types)
+        d_W = (self.dt * jnp.matmul(s, x.T, out_sharding=replicated_spec(x, 2))).astype(W_l.dtype)
         d_b = (self.dt * jnp.sum(s, axis=1)).astype(W_l.dtype)
         return p_prev, (d_W, d_b, None), (None, d_consts)
 
@@ -232,7 +238,7 @@ def _field_flow(field: AbstractField, x0, diffusion, consts, key, adjoint):
         x_next = euler_step(field, l, x)
         if diffusion is None:
             return x_next
-        xi = layer_noise(key, l, x.shape[0], x.shape[1], x.dtype)
+        xi = layer_noise(key, l, x.shape[0], x.shape[1], x.dtype, explicit_spec(x))
         return x_next + jnp.sqrt(2.0 * field.dt * _diffusion_at(diffusion, consts, x)) * xi
 
     adjoint = "checkpointed" if adjoint == "discrete" else adjoint

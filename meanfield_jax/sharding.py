@@ -33,13 +33,14 @@ each device sends 2 · 2 · ny values to its neighbours, against (nx/p) · ny ce
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike
 
 from .field import AbstractField
@@ -186,7 +187,7 @@ def _sharded_rhs(field: AbstractField, grid: Grid2D, config: _Config, mesh: Mesh
     parts = mesh.shape[axis]
     rows = grid.shape[0] // parts
 
-    def local(layer: Array, mean: Array | None, dt: Array, f: Array) -> tuple[Array, Array]:
+    def local(field: AbstractField, layer: Array, mean: Array | None, dt: Array, f: Array):
         k = jax.lax.axis_index(axis)
         block = _block(grid, k * rows, rows)
         u, v = face_velocities(field, layer, block, "outflow", mean)  # walls applied below
@@ -202,13 +203,24 @@ def _sharded_rhs(field: AbstractField, grid: Grid2D, config: _Config, mesh: Mesh
         masses = jax.lax.psum(wall_masses(fluxes, grid, config.boundary) * on_wall, axis)
         return flux_difference(fluxes), masses
 
+    # the field is an argument, not closed over: shard_map refuses to close over arrays of an Explicit mesh
     block_spec, replicated = PartitionSpec(axis, None), PartitionSpec()
-    return jax.shard_map(
+    mapped = jax.shard_map(
         local,
         mesh=mesh,
-        in_specs=(replicated, replicated, replicated, block_spec),
+        in_specs=(replicated, replicated, replicated, replicated, block_spec),
         out_specs=(block_spec, replicated),
     )
+    return functools.partial(mapped, field)
+
+
+def _split_rows(f: Array, mesh: Mesh, axis: str) -> Array:
+    """``f`` with its rows split over the mesh axis: a sharding constraint for an Auto axis; for an Explicit
+    one (where a constraint only asserts the sharding the type already has) a reshard."""
+    sharding = NamedSharding(mesh, PartitionSpec(axis, None))
+    if mesh.axis_types[mesh.axis_names.index(axis)] == AxisType.Explicit:
+        return jax.sharding.reshard(f, sharding)
+    return jax.lax.with_sharding_constraint(f, sharding)
 
 
 @eqx.filter_jit
@@ -240,7 +252,7 @@ def _solve_sharded(
 
         return ssp_rk_step(stage, state, dt, config.time_stepper)
 
-    f0 = jax.lax.with_sharding_constraint(f0, NamedSharding(mesh, PartitionSpec(axis, None)))
+    f0 = _split_rows(f0, mesh, axis)
     state0 = (f0, jnp.zeros(4, f0.dtype))
     (f, outflow), info = integrate(
         step, state0, save, dt_max, layer_stops(field), max_steps=steps, adjoint=config.adjoint

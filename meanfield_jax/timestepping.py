@@ -268,20 +268,25 @@ def integrate(
     init = (state0, jnp.asarray(t0, dtype), jnp.asarray(0, jnp.int32))
     (_, _, count), (kept, reached) = jax.lax.scan(interval, init, xs)
     ran_out = jnp.any(reached != jnp.asarray(targets, dtype))
-    kept = eqx.error_if(
-        _nan_derivatives_if(kept, ran_out),
+    kept = _nan_derivatives_if(kept, ran_out)
+    # The checks act on a scalar zero that is then added to the saved states, so that they run whenever a
+    # state is used. Given the states themselves, a check's callback pinned them to one device: a solve on
+    # a grid split over devices gathered and all-reduced every saved density (seen in the compiled program).
+    check = eqx.error_if(
+        jnp.zeros((), dtype),
         ran_out,
         f"the time loop ran out of steps (max_steps={n_inner} per save interval): pass a larger max_steps",
     )
     bad = jnp.stack([jnp.any(~jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim)))
                      for leaf in jax.tree_util.tree_leaves(kept)]).any(axis=0)
-    kept = eqx.branched_error_if(
-        kept,
+    check = eqx.branched_error_if(
+        check,
         jnp.any(bad),
         jnp.argmax(bad),
         [f"the solution became non-finite (NaN or inf) before t = {t:g}: reduce cfl (or the time step), "
          "and check that the weights, biases and diffusion are finite and of moderate size" for t in targets],
     )
+    kept = jax.tree_util.tree_map(lambda leaf: leaf + check.astype(leaf.dtype), kept)
     if save_at[0] == t0:
         kept = jax.tree_util.tree_map(lambda s0, s: jnp.concatenate([s0[None], s]), saved(state0), kept)
     return kept, {"num_steps": count, "max_steps": n_inner}

@@ -27,6 +27,7 @@ DEVICES = 8
 CHILD = textwrap.dedent(
     """
     import json
+    import re
     import jax
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -44,6 +45,15 @@ CHILD = textwrap.dedent(
     def collectives(fn, *args):
         text = jax.jit(fn).lower(*args).compile().as_text()
         return {c: text.count(c + "(") + text.count(c + "-start(") for c in COLLECTIVES}
+
+    def collective_sizes(fn, *args):  # the number of values each collective moves, per kind
+        sizes = {c: [] for c in COLLECTIVES}
+        for line in jax.jit(fn).lower(*args).compile().as_text().splitlines():
+            for c in COLLECTIVES:
+                if f" {c}(" in line or f" {c}-start(" in line:
+                    shapes = re.findall(r"[a-z]+[0-9]*\\[([0-9,]*)\\]", line.split("=", 1)[1].split(c)[0])
+                    sizes[c].append(sum(int(np.prod([int(v) for v in s.split(",") if v])) for s in shapes))
+        return sizes
 
     def relative(a, b):
         a, b = np.asarray(a), np.asarray(b)
@@ -124,6 +134,45 @@ CHILD = textwrap.dedent(
             "steps": [int(sol.num_steps), int(ref.num_steps)],
             "f_devices": len(sol.f.sharding.device_set),
             "l1_change": moved,
+        }
+
+    # what the compiled solve moves between devices: the halo rows, and sums of a few values (wall masses,
+    # the checks of the saved densities), never a density
+    out["vlasov_collective_sizes"] = collective_sizes(
+        lambda f: sharded_vlasov_2d(f, f0, grid, mesh, save_at=saves, max_steps=40).f, field2
+    )
+
+    # ---- a mesh of Explicit axes (jax.make_mesh's default; shardings are part of the types) ----
+    from jax.sharding import AxisType
+    explicit = jax.make_mesh((jax.device_count(),), ("particles",), axis_types=(AxisType.Explicit,))
+    with jax.set_mesh(explicit):
+        cases = {}
+        for n in (512, 262144):  # one cache group; 32 groups of particles in the backward pass
+            x = jax.random.normal(jax.random.fold_in(key, n), (n, 2))
+            xs = shard_particles(x, explicit)
+            cases[f"forward_{n}"] = (mfj.resnet_forward(field, xs), mfj.resnet_forward(field, np.asarray(x)))
+            cases[f"discrete_gradient_{n}"] = (discrete_gradient(field, xs), discrete_gradient(field, x))
+        x = jax.random.normal(jax.random.fold_in(key, 5), (512, 2))
+        noisy = lambda f, data: jax.grad(lambda g: jnp.mean(mfj.resnet_forward(
+            g, data, diffusion=0.4, key=key, adjoint="discrete") ** 2))(f)
+        cases["noisy_discrete_gradient"] = (noisy(field, shard_particles(x, explicit)), noisy(field, x))
+        x = jax.random.normal(jax.random.fold_in(key, 2), (1024, 2))  # fit's data, as above
+        data = (shard_particles(x, explicit), shard_particles(0.5 * x + 0.2, explicit))
+        loss = jax.tree_util.Partial(squared_error, *data)
+        sharded = mfj.fit(field, loss, optimizer=optax.sgd(0.2), steps=4, progress=False)
+        cases["fit"] = ((sharded.params, sharded.history), (single.params, single.history))
+        for boundary in ("zero_flux", "periodic"):
+            fld, scheme = (feedback, "upwind") if boundary == "zero_flux" else (field2, "muscl")
+            sol = sharded_vlasov_2d(fld, f0, grid, explicit, save_at=saves, scheme=scheme, boundary=boundary)
+            ref = mfj.solve_vlasov(fld, f0, grid, save_at=saves, scheme=scheme, boundary=boundary)
+            cases[f"vlasov_{boundary}"] = ((sol.f, sol.outflow), (ref.f, ref.outflow))
+        out["explicit_mesh"] = {
+            "forward_keeps_sharding": bool(cases["forward_262144"][0].sharding.is_equivalent_to(
+                shard_particles(jnp.zeros((262144, 2)), explicit).sharding, 2)),
+            "relative_difference": {
+                name: max(relative(a, c) for a, c in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
+                for name, (got, want) in cases.items()
+            },
         }
 
     # the gradient through the exchange (ppermute transposes to the opposite shift) against a central
@@ -232,6 +281,30 @@ def test_gradient_through_the_sharded_solve_matches_finite_differences(eight_dev
     assert abs(g["derivative"] - g["central_difference"]) < 1e-7 * abs(g["derivative"])
     assert abs(g["discrete_adjoint"] - g["derivative"]) < 1e-12 * abs(g["derivative"])
     assert "custom_vjp" in g["discrete_forward_mode_error"]
+
+
+def test_sharded_vlasov_moves_only_halo_rows_and_sums_of_a_few_values(eight_devices):
+    """No density is gathered or all-reduced (the checks of the saved states once pinned them to one device
+    for their callback): the collectives are the halo exchange (2 rows of ny = 10 values) and sums of at most
+    the four wall masses."""
+    sizes = eight_devices["vlasov_collective_sizes"]
+    assert sizes["all-gather"] == [] and sizes["all-to-all"] == [] and sizes["reduce-scatter"] == []
+    assert sizes["collective-permute"] and max(sizes["collective-permute"]) <= 2 * 10
+    assert sizes["all-reduce"] and max(sizes["all-reduce"]) <= 4
+
+
+def test_explicit_mesh_axes_give_the_single_device_results(eight_devices):
+    """Under ``jax.set_mesh`` with Explicit axes (``jax.make_mesh``'s default), where shardings are part of
+    the types: the forward pass keeps the sharding; the discrete gradient (one group, 32 groups, with noise),
+    fit and the sharded 2-D solve equal their single-device results."""
+    r = eight_devices["explicit_mesh"]
+    assert r["forward_keeps_sharding"]
+    assert set(r["relative_difference"]) == {
+        "forward_512", "forward_262144", "discrete_gradient_512", "discrete_gradient_262144",
+        "noisy_discrete_gradient", "fit", "vlasov_zero_flux", "vlasov_periodic",
+    }
+    for name, difference in r["relative_difference"].items():
+        assert difference < ROUND_OFF, (name, difference)
 
 
 def test_sharded_vlasov_rejects_rows_not_divisible_by_the_devices(eight_devices):
