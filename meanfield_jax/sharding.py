@@ -187,7 +187,9 @@ def _sharded_rhs(field: AbstractField, grid: Grid2D, config: _Config, mesh: Mesh
     parts = mesh.shape[axis]
     rows = grid.shape[0] // parts
 
-    def local(field: AbstractField, layer: Array, mean: Array | None, dt: Array, f: Array):
+    def local(
+        field: AbstractField, layer: Array, mean: Array | None, dt: Array, f: Array
+    ) -> tuple[Array, Array]:
         k = jax.lax.axis_index(axis)
         block = _block(grid, k * rows, rows)
         u, v = face_velocities(field, layer, block, "outflow", mean)  # walls applied below
