@@ -37,6 +37,7 @@ from .timestepping import steps_needed
 
 __all__ = [
     "BOUNDARIES",
+    "GHOST_PAD_MODES",
     "SSP_STEPPERS",
     "advection_rate_bound",
     "cell_face_velocities",
@@ -54,7 +55,9 @@ __all__ = [
     "layer_stops",
     "maps_between_layers",
     "push_forward_cells",
+    "ssp_rk_stages",
     "ssp_rk_step",
+    "ssp_stage_weights",
     "steps_per_save_interval",
     "validate_density",
     "validate_field_and_grid",
@@ -62,6 +65,8 @@ __all__ = [
 ]
 
 BOUNDARIES = ("outflow", "zero_flux", "periodic")
+# the ghost cells beyond each wall, as jnp.pad modes: zero (nothing enters), a mirror image, the wrap
+GHOST_PAD_MODES = {"outflow": "constant", "zero_flux": "symmetric", "periodic": "wrap"}
 
 # Shu–Osher form: u1 = E(u0), u_{k+1} = a_k u0 + c_k E(u_k), with E the forward-Euler step. Every stage is
 # a convex combination of Euler steps of size Δt, so each keeps the Euler step's positivity (SSP
@@ -379,6 +384,13 @@ def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str)
     re-evaluating) a stage's stencil into every later stage. Each stage is under ``jax.checkpoint``: reverse
     mode recomputes its stencil instead of storing a dozen intermediates per cell.
     """
+    return ssp_rk_stages(increment, u, dt, method)[-1]
+
+
+def ssp_rk_stages(increment: Callable[[Any], Any], u: Any, dt: Array, method: str) -> list[Any]:
+    """The stage values v₀ = u, v₁, …, v_m of :func:`ssp_rk_step` (v_m is the step's result), in the
+    Shu–Osher form v_{k+1} = a_k u + c_k (v_k + increment(v_k)) with (a₀, c₀) = (0, 1) and the
+    ``SSP_STEPPERS`` coefficients after it (``ssp_stage_weights``)."""
     moving = jnp.asarray(dt) != 0
 
     def stage(a: float, c: float):
@@ -391,7 +403,12 @@ def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str)
         advance = jax.checkpoint(advance, prevent_cse=False)
         return lambda v: batch_cond(moving, advance, lambda w: w, v)
 
-    v = stage(0.0, 1.0)(u)
-    for a, c in SSP_STEPPERS[method]:
-        v = stage(a, c)(v)
-    return v
+    values = [u]
+    for a, c in ssp_stage_weights(method):
+        values.append(stage(a, c)(values[-1]))
+    return values
+
+
+def ssp_stage_weights(method: str) -> tuple[tuple[float, float], ...]:
+    """(a_k, c_k) of every stage of the SSP method, the first (0, 1): v₁ = v₀ + increment(v₀)."""
+    return ((0.0, 1.0), *SSP_STEPPERS[method])

@@ -45,8 +45,8 @@ from jaxtyping import Array, ArrayLike
 
 from .field import AbstractField
 from .grid import Grid2D
-from .kinetic_common import _with_walls as with_walls
 from .kinetic_common import (
+    GHOST_PAD_MODES,
     courant_velocities,
     density_mean,
     face_velocities,
@@ -57,9 +57,9 @@ from .kinetic_common import (
     validate_field_and_grid,
     wall_masses,
 )
+from .kinetic_common import _with_walls as with_walls
 from .solution import KineticSolution
 from .timestepping import integrate
-from .transport import _PAD_MODES as PAD_MODES
 from .transport import (
     _Config,
     cfl_time_step,
@@ -163,7 +163,7 @@ def _halo_rows(f: Array, k: Array, axis: str, parts: int, boundary: str) -> Arra
     from_below = jax.lax.ppermute(f[-HALO:], axis, _ring(parts, 1))
     from_above = jax.lax.ppermute(f[:HALO], axis, _ring(parts, -1))
     if boundary != "periodic":
-        mode = PAD_MODES[boundary]
+        mode = GHOST_PAD_MODES[boundary]
         wall_below = jnp.pad(f[:HALO], ((HALO, 0), (0, 0)), mode=mode)[:HALO]
         wall_above = jnp.pad(f[-HALO:], ((0, HALO), (0, 0)), mode=mode)[-HALO:]
         from_below = jnp.where(k == 0, wall_below, from_below)

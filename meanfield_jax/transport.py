@@ -50,6 +50,7 @@ from .field import AbstractField
 from .grid import Grid1D, Grid2D
 from .kinetic_common import (
     BOUNDARIES,
+    GHOST_PAD_MODES,
     SSP_STEPPERS,
     advection_rate_bound,
     check_choice,
@@ -64,12 +65,14 @@ from .kinetic_common import (
     layer_stops,
     maps_between_layers,
     push_forward_cells,
+    ssp_rk_stages,
     ssp_rk_step,
     steps_per_save_interval,
     validate_density,
     validate_field_and_grid,
     wall_masses,
 )
+from .muscl_adjoint import ssp_step_adjoint
 from .reconstruction import LIMITERS, cweno3, muscl, piecewise_constant
 from .solution import KineticSolution
 from .timestepping import ADJOINTS, integrate, resolve_save_times
@@ -78,7 +81,6 @@ __all__ = ["CFL_LIMITS", "SCHEMES", "cfl_time_step", "solve_vlasov", "upwind_flu
 
 SCHEMES = ("upwind", "muscl", "cweno3")
 CFL_LIMITS = {"upwind": 1.0, "muscl": 0.5, "cweno3": 0.5}
-_PAD_MODES = {"outflow": "constant", "zero_flux": "symmetric", "periodic": "wrap"}
 
 
 class _Config(NamedTuple):
@@ -103,7 +105,7 @@ def upwind_flux(f: Array, velocity: Array, axis: int, scheme: str, limiter: str,
     """
     axis = axis % f.ndim
     widths = [(2, 2) if b == axis else (0, 0) for b in range(f.ndim)]
-    padded = jnp.pad(f, widths, mode=_PAD_MODES[boundary])
+    padded = jnp.pad(f, widths, mode=GHOST_PAD_MODES[boundary])
     if scheme == "upwind":
         lower, upper = piecewise_constant(padded, axis)
     elif scheme == "muscl":
@@ -132,9 +134,16 @@ def _increment(
 ):
     """The forward-Euler increment (Δt df/dt, mass leaving through each wall in Δt) on the given layer; the
     face velocities are the layer's (None with a feedback bias: computed here from the density's own mean)."""
-    f, _ = state
     if field.feedback is not None:
-        velocities = face_velocities(field, layer, grid, config.boundary, density_mean(f, grid))
+        velocities = face_velocities(field, layer, grid, config.boundary, density_mean(state[0], grid))
+    materialise = config.adjoint == "discrete" and grid.d == 1  # measured: faster in 1-D, no gain in 2-D
+    return _flux_increment(grid, config, velocities, dt, state, materialise)
+
+
+def _flux_increment(grid, config: _Config, velocities: tuple[Array, ...], dt, state, materialise: bool):
+    """:func:`_increment` with the face velocities given; ``materialise``: the face fluxes' cotangents by
+    :func:`~meanfield_jax.adjoint.materialised_vjp`."""
+    f, _ = state
     axes = grid_axes(grid)
 
     def face_fluxes(f, *courant):
@@ -143,10 +152,58 @@ def _increment(
             for a, (c, ax) in enumerate(zip(courant, axes))
         ]
 
-    if config.adjoint == "discrete" and grid.d == 1:  # measured: faster in 1-D, no gain in 2-D
+    if materialise:
         face_fluxes = materialised_vjp(face_fluxes)
     fluxes = face_fluxes(f, *courant_velocities(velocities, grid, dt))
     return flux_difference(fluxes), wall_masses(fluxes, grid, config.boundary)
+
+
+def _has_written_adjoint(field: AbstractField, grid, config: _Config) -> bool:
+    """Whether the steps take :func:`_muscl_step_1d`: the discrete adjoint of 1-D MUSCL with face velocities
+    fixed on each layer (no feedback bias, no map between layers)."""
+    return (
+        config.adjoint == "discrete" and grid.d == 1 and config.scheme == "muscl"
+        and field.feedback is None and not maps_between_layers(field)
+    )
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _muscl_step_1d(config: _Config, grid: Grid1D, velocity: Array, f: Array, outflow: Array, dt: Array):
+    """One SSP step of 1-D MUSCL with the face velocities of one layer, (f, outflow) → (f, outflow), with
+    its adjoint written out (:mod:`meanfield_jax.muscl_adjoint`; reverse mode only, for the discrete
+    adjoint). A step of length zero leaves the state as it is, and its adjoint passes the cotangents
+    through."""
+    return ssp_rk_step(_layer_increment(config, grid, velocity, dt), (f, outflow), dt, config.time_stepper)
+
+
+def _layer_increment(config: _Config, grid: Grid1D, velocity: Array, dt: Array):
+    """The forward-Euler increment of :func:`_muscl_step_1d` (its cotangents are the written ones)."""
+    return partial(_flux_increment, grid, config, (velocity,), dt, materialise=False)
+
+
+def _muscl_step_1d_fwd(config, grid, velocity, f, outflow, dt):
+    return _muscl_step_1d(config, grid, velocity, f, outflow, dt), (velocity, f, outflow, dt)
+
+
+def _muscl_step_1d_bwd(config, grid, residuals, cotangents):
+    velocity, f, outflow, dt = residuals
+    p, q = cotangents
+
+    def adjoint(p, q):
+        increment = _layer_increment(config, grid, velocity, dt)
+        stages = ssp_rk_stages(increment, (f, outflow), dt, config.time_stepper)[:-1]
+        return ssp_step_adjoint(
+            config.limiter, config.boundary, grid.dx, config.time_stepper, velocity, dt, stages, p, q
+        )
+
+    def still(p, q):
+        return p, q, jnp.zeros_like(velocity), jnp.zeros_like(dt)
+
+    g_f, g_outflow, g_velocity, g_dt = batch_cond(dt != 0, adjoint, still, p, q)
+    return g_velocity.astype(velocity.dtype), g_f, g_outflow, g_dt.astype(dt.dtype)
+
+
+_muscl_step_1d.defvjp(_muscl_step_1d_fwd, _muscl_step_1d_bwd)
 
 
 @partial(jit_arrays, static_argnames=("save_at", "config", "steps", "t0"))
@@ -174,6 +231,8 @@ def _solve(
     else:  # recomputed from each stage's own mean (in _increment)
         carry0, velocities_at = (), lambda carry, l: (None, carry)
 
+    written = _has_written_adjoint(field, grid, config)
+
     def step(state, t, dt):
         f, outflow, entered, carry = state
         layer = field.layer_index(t + 0.5 * dt)
@@ -185,8 +244,11 @@ def _solve(
                 f,
             )
         velocities, carry = velocities_at(carry, layer)
-        increment = partial(_increment, field, grid, config, layer, velocities, dt)
-        f, outflow = ssp_rk_step(increment, (f, outflow), dt, config.time_stepper)
+        if written:
+            f, outflow = _muscl_step_1d(config, grid, velocities[0], f, outflow, dt)
+        else:
+            increment = partial(_increment, field, grid, config, layer, velocities, dt)
+            f, outflow = ssp_rk_step(increment, (f, outflow), dt, config.time_stepper)
         return f, outflow, layer, carry
 
     state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32), carry0)

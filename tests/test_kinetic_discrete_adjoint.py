@@ -46,6 +46,11 @@ class ReorderedField(mfj.AbstractField):
 # name: (grid, solver, keyword arguments, field feedback, wrap the field in ReorderedField)
 CASES = {
     "vlasov_muscl_1d": (GRID_1D, mfj.solve_vlasov, {"max_steps": 60}, None, False),
+    "vlasov_muscl_minmod_ssprk3_periodic_1d": (GRID_1D, mfj.solve_vlasov, {
+        "limiter": "minmod", "time_stepper": "ssprk3", "boundary": "periodic", "max_steps": 60}, None, False),
+    "vlasov_muscl_vanleer_euler_zero_flux_1d": (GRID_1D, mfj.solve_vlasov, {
+        "limiter": "vanleer", "time_stepper": "euler", "boundary": "zero_flux", "max_steps": 90},
+        None, False),
     "vlasov_cweno3_ssprk3_periodic_2d": (GRID_2D, mfj.solve_vlasov, {
         "scheme": "cweno3", "time_stepper": "ssprk3", "boundary": "periodic", "max_steps": 40}, None, False),
     "vlasov_cweno3_periodic_1d": (GRID_1D, mfj.solve_vlasov, {
@@ -192,25 +197,29 @@ def _calls_per_adjoint(grid, solve, calls: list, layers: int | None = None) -> l
     return counts
 
 
-@pytest.mark.parametrize("dim", list(FRESH_GRIDS))
-def test_only_discrete_1d_transport_materialises_the_flux_cotangents(monkeypatch, dim):
-    """The 1-D discrete adjoint routes the face fluxes through materialised_vjp; the checkpointed adjoint
-    (which needs forward mode) and the 2-D solver (no faster with it) do not."""
+@pytest.mark.parametrize(("dim", "scheme", "used"), [
+    ("1d", "muscl", "ssp_step_adjoint"), ("1d", "cweno3", "materialised_vjp"), ("2d", "muscl", None)])
+def test_which_discrete_transport_adjoint_is_used(monkeypatch, dim, scheme, used):
+    """The 1-D discrete adjoint differentiates a MUSCL step by its written adjoint, and routes the face
+    fluxes of the other schemes through materialised_vjp; the checkpointed adjoint (which needs forward
+    mode) and the 2-D solver (no faster with it) use neither. Both gradients are compared above."""
     grid = FRESH_GRIDS[dim]
     calls = []
+    for spied in ("ssp_step_adjoint", "materialised_vjp"):
+        original = getattr(mfj.transport, spied)
 
-    def spy(fn):
-        calls.append(fn)
-        return mfj.adjoint.materialised_vjp(fn)
+        def spy(*args, original=original, spied=spied):
+            calls.append(spied)
+            return original(*args)
 
-    monkeypatch.setattr(mfj.transport, "materialised_vjp", spy)
+        monkeypatch.setattr(mfj.transport, spied, spy)
 
     def solve(field, f0, adjoint):
-        return mfj.solve_vlasov(field, f0, grid, adjoint=adjoint, max_steps=40)
+        return mfj.solve_vlasov(field, f0, grid, scheme=scheme, adjoint=adjoint, max_steps=40)
 
-    counts = _calls_per_adjoint(grid, solve, calls)
-    assert counts[0] == 0
-    assert (counts[1] > 0) == (grid.d == 1)
+    after_checkpointed, after_discrete = _calls_per_adjoint(grid, solve, calls)
+    assert after_checkpointed == 0
+    assert set(calls[after_checkpointed:after_discrete]) == ({used} if used else set())
 
 
 @pytest.mark.parametrize(("dim", "layers", "pieces"), [("1d", 1, True), ("1d", 3, True), ("1d", 3, False),

@@ -1,0 +1,96 @@
+"""The discrete adjoint of one SSP Runge–Kutta step of the 1-D MUSCL scheme, written out.
+
+A step of :func:`~meanfield_jax.transport.solve_vlasov` on a Grid1D, with the face velocities F of one
+layer, runs the stages (Shu–Osher form, :func:`~meanfield_jax.kinetic_common.ssp_rk_stages`)
+
+    v₀ = u,   v_{k+1} = a_k u + c_k (v_k + E(v_k)),   (a₀, c₀) = (0, 1),
+
+on the state v = (f, m) of cell averages and wall masses. The forward-Euler increment of f is
+E(f)_i = G_i − G_{i+1}, with the Courant-scaled upwind flux on the faces j = 0 … n,
+
+    G_j = C⁺_j f⁻_j + C⁻_j f⁺_j,   C = F Δt/h,   f⁻_j = P_{j−1} + σ_{j−1},   f⁺_j = P_j − σ_j,
+
+where P holds the cells −1 … n (one ghost cell beyond each wall, by the wall rule) and σ = φ(Δ⁻, Δ⁺)/2 the
+limited half slopes; the wall masses grow by h (−G₀, G_n) (periodic walls: by nothing).
+
+For the cotangent (p, q) of v_{k+1} a stage's adjoint is, with p̃ = c_k p, q̃ = c_k q:
+
+    ḡG_j = p̃_j − p̃_{j−1}  (p̃ = 0 beyond the walls)  − h q̃₀ [j = 0] + h q̃₁ [j = n],
+    ∂/∂C_j = ḡG_j · (f⁻_j if C_j > 0, f⁺_j if C_j < 0, (f⁻_j + f⁺_j)/2 if C_j = 0),
+    ḡf⁻_j = C⁺_j ḡG_j,   ḡf⁺_j = C⁻_j ḡG_j,
+    ḡσ_i = ḡf⁻_{i+1} − ḡf⁺_i,   ḡP_i = ḡf⁻_{i+1} + ḡf⁺_i + ḡΔ⁻_i − ḡΔ⁺_i − ḡΔ⁻_{i+1} + ḡΔ⁺_{i−1},
+    ḡΔ⁻_i = ½ ∂_aφ_i ḡσ_i,   ḡΔ⁺_i = ½ ∂_bφ_i ḡσ_i,
+
+then the ghost cells are folded back onto the cells they copy (the transpose of the padding) and p̃ is added
+(the identity in v + E(v)); q passes as q̃, and u collects a_k (p, q) from every stage. The Courant numbers'
+cotangents of all stages, summed, give those of the face velocities (× Δt/h) and of Δt (⟨·, F⟩/h, one
+reduction per step). This is the derivative JAX forms of the same stages (the kinks of φ and of C± included:
+at C = 0 JAX splits max and min evenly), in fewer passes over memory: each stage's adjoint is computed behind
+a conditional (:func:`~meanfield_jax.conditional.behind_conditional`), so that XLA writes its results with
+kernels split across threads, and the reduction for Δt reads them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from .conditional import behind_conditional
+from .kinetic_common import GHOST_PAD_MODES, ssp_stage_weights
+from .reconstruction import LIMITERS, half_slopes_with_partials
+
+__all__ = ["ssp_step_adjoint", "stage_adjoint"]
+
+
+def _padded(f: Array, boundary: str) -> Array:
+    return jnp.pad(f, 2, mode=GHOST_PAD_MODES[boundary])
+
+
+def stage_adjoint(
+    limiter: str, boundary: str, dx: float, courant: Array, f: Array, p: Array, q: Array
+) -> tuple[Array, Array]:
+    """(ḡf, ∂/∂C) of one forward-Euler increment f ↦ (f + E(f), m + h (−G₀, G_n)) at cell averages ``f``
+    with Courant numbers ``courant`` (n + 1 faces), for the cotangents p of f + E(f) and q of the wall
+    masses (see the module docstring)."""
+    n = f.shape[0]
+    half, d_minus, d_plus = behind_conditional(
+        functools.partial(half_slopes_with_partials, LIMITERS[limiter], 0), _padded(f, boundary)
+    )
+    centre = _padded(f, boundary)[1 : n + 3]
+    below, above = centre[: n + 1] + half[: n + 1], centre[1:] - half[1:]
+    g_flux = jnp.pad(p, (0, 1)) - jnp.pad(p, (1, 0))
+    if boundary != "periodic":
+        g_flux = g_flux.at[0].add(-dx * q[0]).at[n].add(dx * q[1])
+    edge = jnp.where(courant > 0, below, jnp.where(courant < 0, above, 0.5 * (below + above)))
+    g_upper = jnp.pad(jnp.maximum(courant, 0.0) * g_flux, (0, 1))  # ḡ of P + σ, cells −1 … n
+    g_lower = jnp.pad(jnp.minimum(courant, 0.0) * g_flux, (1, 0))  # ḡ of P − σ
+    g_half = g_upper - g_lower
+    g_a, g_b = d_minus * g_half, d_plus * g_half
+    g_padded = jnp.pad(g_upper + g_lower + g_a - g_b, 1) - jnp.pad(g_a, (0, 2)) + jnp.pad(g_b, (2, 0))
+    _, unpad = jax.vjp(lambda g: _padded(g, boundary), f)
+    return (unpad(g_padded)[0] + p).astype(f.dtype), g_flux * edge
+
+
+def ssp_step_adjoint(
+    limiter: str, boundary: str, dx: float, method: str, velocity: Array, dt: Array,
+    stages: list[tuple[Array, Array]], p: Array, q: Array,
+) -> tuple[Array, Array, Array, Array]:
+    """(ḡf, ḡm, ḡF, ḡΔt) of one SSP step of ``method`` with face velocities F = ``velocity``, given its
+    stage values ``stages`` = [v₀, …, v_{m−1}] (each (f, m)) and the cotangents (p, q) of its result."""
+    courant = velocity * (dt / dx)
+    g_u = (jnp.zeros_like(p), jnp.zeros_like(q))
+    g_courant = jnp.zeros_like(courant)
+    for (a, c), (f, _) in reversed(list(zip(ssp_stage_weights(method), stages))):
+        if a:
+            g_u = (g_u[0] + a * p, g_u[1] + a * q)
+        if c != 1.0:
+            p, q = c * p, c * q
+        p, g_stage = behind_conditional(
+            functools.partial(stage_adjoint, limiter, boundary, dx), courant, f, p, q
+        )
+        g_courant = g_courant + g_stage
+    g_f, g_m = g_u[0] + p, g_u[1] + q
+    return g_f, g_m, g_courant * (dt / dx), jnp.vdot(g_courant, velocity) / dx

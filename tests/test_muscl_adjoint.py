@@ -1,0 +1,117 @@
+"""The written adjoint of a 1-D MUSCL SSP step (``meanfield_jax.muscl_adjoint``) against JAX's VJP of the same
+stages, and the limiters' derivatives against those of JAX's own min and max (the ties included)."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import meanfield_jax as mfj
+from meanfield_jax import reconstruction
+from meanfield_jax.kinetic_common import BOUNDARIES, SSP_STEPPERS
+from meanfield_jax.reconstruction import LIMITERS
+from meanfield_jax.transport import _Config, _muscl_step_1d
+
+GRID = mfj.Grid1D(-1.0, 2.0, 24)
+# every limiter with every wall, the three steppers spread over them
+COMBINATIONS = [
+    (limiter, boundary, stepper)
+    for (limiter, boundary), stepper in zip(itertools.product(sorted(LIMITERS), BOUNDARIES),
+                                            itertools.cycle(sorted(SSP_STEPPERS)))
+]
+
+
+def state_and_velocity(rng):
+    """Cell averages with the limiter's kinks (zeros, a plateau, a straight line, so Δ⁻ = Δ⁺), face velocities
+    of both signs with exact zeros (where JAX splits the derivative of max(C, 0) and min(C, 0) evenly)."""
+    n = GRID.n
+    f = rng.uniform(0.1, 1.0, n)
+    f[:3] = 0.0
+    f[5:9] = 0.5
+    f[11:16] = 0.25 + 0.125 * np.arange(5)
+    velocity = rng.uniform(-1.5, 1.5, n + 1)
+    velocity[[0, 7, 12, n]] = 0.0
+    return jnp.asarray(f), jnp.asarray([0.3, -0.1]), jnp.asarray(velocity)
+
+
+@pytest.mark.parametrize(("limiter", "boundary", "stepper"), COMBINATIONS)
+def test_written_step_adjoint_equals_jax_vjp_of_the_stages(limiter, boundary, stepper):
+    config = _Config("muscl", limiter, boundary, stepper, 0.5, "discrete")
+    rng = np.random.default_rng(7)
+    f, outflow, velocity = state_and_velocity(rng)
+    dt = jnp.asarray(0.4 * GRID.dx / 1.5)
+    p, q = jnp.asarray(rng.normal(size=GRID.n)), jnp.asarray(rng.normal(size=2))
+
+    def written(velocity, f, outflow, dt):
+        return _muscl_step_1d(config, GRID, velocity, f, outflow, dt)
+
+    def stages(velocity, f, outflow, dt):
+        return _muscl_step_1d.fun(config, GRID, velocity, f, outflow, dt)
+
+    args = (velocity, f, outflow, dt)
+    out_written, vjp_written = jax.vjp(jax.jit(written), *args)
+    out_jax, vjp_jax = jax.vjp(stages, *args)
+    for a, b in zip(out_written, out_jax):
+        np.testing.assert_array_equal(a, b)
+    got, want = jax.jit(vjp_written)((p, q)), vjp_jax((p, q))
+    for name, a, b in zip(("velocity", "f", "outflow", "dt"), got, want):
+        scale = float(jnp.max(jnp.abs(b)))
+        if name != "outflow" and boundary != "periodic":
+            assert scale > 0.1, name  # every input moves the step
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-14 * max(scale, 1.0), err_msg=name)
+
+
+def test_a_step_of_length_zero_passes_the_cotangents_through():
+    config = _Config("muscl", "mc", "outflow", "ssprk2", 0.5, "discrete")
+    rng = np.random.default_rng(3)
+    f, outflow, velocity = state_and_velocity(rng)
+    p, q = jnp.asarray(rng.normal(size=GRID.n)), jnp.asarray(rng.normal(size=2))
+    out, vjp = jax.vjp(lambda *a: _muscl_step_1d(config, GRID, *a), velocity, f, outflow, jnp.asarray(0.0))
+    np.testing.assert_array_equal(out[0], f)
+    g_velocity, g_f, g_outflow, g_dt = vjp((p, q))
+    np.testing.assert_array_equal(g_f, p)
+    np.testing.assert_array_equal(g_outflow, q)
+    assert not np.any(g_velocity) and float(g_dt) == 0.0
+
+
+@pytest.mark.parametrize("limiter", sorted(LIMITERS))
+def test_limiter_derivatives_are_those_of_jax_min_and_max(limiter, monkeypatch):
+    """The limiters' min and max carry their derivative written with selects; it must be JAX's, with
+    ties split evenly: |a| = |b|, and for MC 2 min(|a|, |b|) = |a + b|/2 (a = 1, b = 3)."""
+    pairs = np.array([(1.0, 3.0), (3.0, 1.0), (-1.0, -3.0), (2.0, 2.0), (-0.5, -0.5), (1.0, -1.0), (0.0, 2.0),
+                      (0.7, 0.2), (-0.2, -0.9), (1.0, 1.0 + 2**-52), (0.0, 0.0), (2.5, -0.3)])
+    a, b = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
+    one, zero = jnp.ones_like(a), jnp.zeros_like(a)
+
+    def partials():
+        phi = LIMITERS[limiter]
+        return [jax.jvp(phi, (a, b), tangent) for tangent in ((one, zero), (zero, one), (one, one))]
+
+    ours = partials()
+    monkeypatch.setattr(reconstruction, "_minimum", jnp.minimum)
+    monkeypatch.setattr(reconstruction, "_maximum", jnp.maximum)
+    for (value, derivative), (value_jax, derivative_jax) in zip(ours, partials()):
+        np.testing.assert_array_equal(value, value_jax)
+        np.testing.assert_allclose(derivative, derivative_jax, rtol=1e-15, atol=0)
+
+
+def test_discrete_gradients_of_a_batch_of_fields_under_vmap():
+    """Fields with their own CFL steps (so the skipped steps differ within the batch): the batched written
+    adjoint gives each field's own gradient."""
+    f0 = GRID.project(lambda x: jnp.exp(-4.0 * (x - 0.5) ** 2))
+
+    def moment(W, b):
+        field = mfj.NeuralField(W, b, activation="tanh", T=1.0)
+        f = mfj.solve_vlasov(field, f0, GRID, save_at=[0.4, 1.0], adjoint="discrete", max_steps=40).f
+        return jnp.sum(f[-1] * GRID.x) + jnp.sum(f[0] * GRID.x**2)
+
+    W = jnp.array([[[[1.5]], [[-0.8]]], [[[0.6]], [[1.1]]]])
+    b = jnp.array([[[0.2], [0.1]], [[-0.3], [0.4]]])
+    batched = jax.jit(jax.vmap(jax.grad(moment, argnums=(0, 1))))(W, b)
+    for k in range(2):
+        one = jax.grad(moment, argnums=(0, 1))(W[k], b[k])
+        for a, c in zip(batched, one):
+            assert float(jnp.max(jnp.abs(c))) > 1e-3
+            np.testing.assert_allclose(a[k], c, rtol=1e-12, atol=1e-14)
