@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
 from .dispatch import odd_count_on_cpu
+from .kinetic_common import pad_axis
 
 __all__ = [
     "apply_fitted_operator",
@@ -124,12 +125,6 @@ def _face_fluxes(coefficients: Sequence[tuple[Array, Array]], f: Array) -> list[
     return fluxes
 
 
-def _pad_axis(x: Array, axis: int, before: int, after: int) -> Array:
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (before, after)
-    return jnp.pad(x, widths)
-
-
 def apply_fitted_operator(
     coefficients: Sequence[tuple[Array, Array]], f: Array, spacing: Sequence[float]
 ) -> Array:
@@ -139,7 +134,7 @@ def apply_fitted_operator(
     """
     out = jnp.zeros_like(f)
     for axis, (J, h) in enumerate(zip(_face_fluxes(coefficients, f), spacing)):
-        out = out - jnp.diff(_pad_axis(J, axis, 1, 1), axis=axis) / h
+        out = out - jnp.diff(pad_axis(J, axis, 1, 1), axis=axis) / h
     return out
 
 
@@ -158,7 +153,7 @@ def fitted_operator_vjp(
         q_lower, q_upper = _sides(q, axis)
         f_lower, f_upper = _sides(f, axis)
         D = (q_upper - q_lower) / h
-        transposed = transposed + _pad_axis(alpha * D, axis, 0, 1) - _pad_axis(beta * D, axis, 1, 0)
+        transposed = transposed + pad_axis(alpha * D, axis, 0, 1) - pad_axis(beta * D, axis, 1, 0)
         cotangents.append((f_lower * D, -f_upper * D))
     return transposed, tuple(cotangents)
 
@@ -170,7 +165,7 @@ def outflow_rate(coefficients: Sequence[tuple[Array, Array]], spacing: Sequence[
     """
     rate = 0.0
     for axis, ((alpha, beta), h) in enumerate(zip(coefficients, spacing)):
-        rate = rate + (_pad_axis(alpha, axis, 0, 1) + _pad_axis(beta, axis, 1, 0)) / h
+        rate = rate + (pad_axis(alpha, axis, 0, 1) + pad_axis(beta, axis, 1, 0)) / h
     return rate
 
 
@@ -181,21 +176,21 @@ def tridiagonal_bands(alpha: Array, beta: Array, h: float) -> tuple[Array, Array
     lower[0] = upper[−1] = 0.
     """
     axis = alpha.ndim - 1
-    lower = _pad_axis(alpha, axis, 1, 0) / h
-    upper = _pad_axis(beta, axis, 0, 1) / h
-    diagonal = -(_pad_axis(alpha, axis, 0, 1) + _pad_axis(beta, axis, 1, 0)) / h
+    lower = pad_axis(alpha, axis, 1, 0) / h
+    upper = pad_axis(beta, axis, 0, 1) / h
+    diagonal = -(pad_axis(alpha, axis, 0, 1) + pad_axis(beta, axis, 1, 0)) / h
     return lower, diagonal, upper
 
 
 def _on_faces(x: Array, k: int, size: int) -> Array:
     """x_{j+k} for j = 0 … size − 1 along the last axis (x on all faces, zero beyond the walls)."""
     axis = x.ndim - 1
-    return jax.lax.slice_in_dim(_pad_axis(x, axis, 1, 1), 1 + k, 1 + k + size, axis=axis)
+    return jax.lax.slice_in_dim(pad_axis(x, axis, 1, 1), 1 + k, 1 + k + size, axis=axis)
 
 
 def pad_cells(f: Array) -> Array:
     """f with two zero cells beyond each wall along the last axis (the ``padded`` inputs below)."""
-    return _pad_axis(f, f.ndim - 1, 2, 2)
+    return pad_axis(f, f.ndim - 1, 2, 2)
 
 
 def _face_neighbours(f: Array, padded: bool = False) -> list[Array]:
@@ -237,7 +232,7 @@ def heun_flux_coefficients(alpha: Array, beta: Array, h: float, dt: ArrayLike) -
     is the non-negative matrix (I + A²)/2, A = I + τ L.
     """
     axis = alpha.ndim - 1
-    a, b = (_pad_axis(c * (dt / h), axis, 1, 1) for c in (alpha, beta))
+    a, b = (pad_axis(c * (dt / h), axis, 1, 1) for c in (alpha, beta))
     return (a, b, *_heun_quadratic(a, b))
 
 

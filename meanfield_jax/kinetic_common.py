@@ -54,6 +54,7 @@ __all__ = [
     "layer_lookup",
     "layer_stops",
     "maps_between_layers",
+    "pad_axis",
     "push_forward_cells",
     "ssp_rk_stages",
     "ssp_rk_step",
@@ -132,6 +133,13 @@ def validate_density(f0: ArrayLike, grid: Grid1D | Grid2D, name: str = "f0") -> 
 
 
 # ---- geometry -------------------------------------------------------------------------------------------
+def pad_axis(x: Array, axis: int, before: int, after: int, mode: str = "constant") -> Array:
+    """``x`` padded along one axis (``jnp.pad``'s ``mode``; zeros by default)."""
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (before, after)
+    return jnp.pad(x, widths, mode=mode)
+
+
 def grid_axes(grid: Grid1D | Grid2D) -> tuple[Grid1D, ...]:
     """The 1-D axes of a grid: (grid,) in 1-D, (xaxis, yaxis) in 2-D."""
     return (grid,) if isinstance(grid, Grid1D) else (grid.xaxis, grid.yaxis)

@@ -36,61 +36,81 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 
 from .conditional import behind_conditional
-from .kinetic_common import GHOST_PAD_MODES, ssp_stage_weights
+from .kinetic_common import GHOST_PAD_MODES, pad_axis, ssp_stage_weights
 from .reconstruction import LIMITERS, half_slopes_with_partials
 
 __all__ = ["ssp_step_adjoint", "stage_adjoint"]
 
 
-def _padded(f: Array, boundary: str) -> Array:
-    return jnp.pad(f, 2, mode=GHOST_PAD_MODES[boundary])
-
-
 def stage_adjoint(
-    limiter: str, boundary: str, dx: float, courant: Array, f: Array, p: Array, q: Array
+    limiter: str, boundary: str, spacing: tuple[float, ...], courant: tuple[Array, ...], f: Array, p: Array,
+    q: Array,
+) -> tuple[Array, tuple[Array, ...]]:
+    """(ḡf, ∂/∂C per axis) of one forward-Euler increment f ↦ (f + E(f), m + wall masses) at cell averages
+    ``f`` (1-D or 2-D) with Courant numbers ``courant`` (one array per axis, n + 1 faces along it), for the
+    cotangents p of f + E(f) and q of the wall masses (see the module docstring: dimension by dimension,
+    each axis's faces as in 1-D, with the cell volume as the wall masses' factor)."""
+    volume = float(np.prod(spacing))
+    g_f, g_courant = p, []
+    for axis, c in enumerate(courant):
+        g_axis, g_c = _axis_adjoint(limiter, boundary, volume, axis, c, f, p, q[2 * axis : 2 * axis + 2])
+        g_f, g_courant = g_f + g_axis, [*g_courant, g_c]
+    return g_f.astype(f.dtype), tuple(g_courant)
+
+
+def _axis_adjoint(
+    limiter: str, boundary: str, volume: float, axis: int, courant: Array, f: Array, p: Array, q: Array
 ) -> tuple[Array, Array]:
-    """(ḡf, ∂/∂C) of one forward-Euler increment f ↦ (f + E(f), m + h (−G₀, G_n)) at cell averages ``f``
-    with Courant numbers ``courant`` (n + 1 faces), for the cotangents p of f + E(f) and q of the wall
-    masses (see the module docstring)."""
-    n = f.shape[0]
+    """The part of :func:`stage_adjoint` from the faces normal to ``axis``: (ḡf less p, ∂/∂C)."""
+    n = f.shape[axis]
+
+    def cut(x: Array, start: int, stop: int) -> Array:
+        return jax.lax.slice_in_dim(x, start, stop, axis=axis)
+
+    padded = pad_axis(f, axis, 2, 2, GHOST_PAD_MODES[boundary])
     half, d_minus, d_plus = behind_conditional(
-        functools.partial(half_slopes_with_partials, LIMITERS[limiter], 0), _padded(f, boundary)
+        functools.partial(half_slopes_with_partials, LIMITERS[limiter], axis), padded
     )
-    centre = _padded(f, boundary)[1 : n + 3]
-    below, above = centre[: n + 1] + half[: n + 1], centre[1:] - half[1:]
-    g_flux = jnp.pad(p, (0, 1)) - jnp.pad(p, (1, 0))
-    if boundary != "periodic":
-        g_flux = g_flux.at[0].add(-dx * q[0]).at[n].add(dx * q[1])
+    centre = cut(padded, 1, n + 3)
+    below, above = cut(centre, 0, n + 1) + cut(half, 0, n + 1), cut(centre, 1, n + 2) - cut(half, 1, n + 2)
+    g_flux = pad_axis(p, axis, 0, 1) - pad_axis(p, axis, 1, 0)
+    if boundary != "periodic":  # the wall masses (summed over each wall's faces) read the end faces
+        wall = jnp.zeros(n + 1, f.dtype).at[0].set(-volume * q[0]).at[n].set(volume * q[1])
+        g_flux = g_flux + wall.reshape([-1 if b == axis else 1 for b in range(f.ndim)])
     edge = jnp.where(courant > 0, below, jnp.where(courant < 0, above, 0.5 * (below + above)))
-    g_upper = jnp.pad(jnp.maximum(courant, 0.0) * g_flux, (0, 1))  # ḡ of P + σ, cells −1 … n
-    g_lower = jnp.pad(jnp.minimum(courant, 0.0) * g_flux, (1, 0))  # ḡ of P − σ
+    g_upper = pad_axis(jnp.maximum(courant, 0.0) * g_flux, axis, 0, 1)  # ḡ of P + σ, cells −1 … n
+    g_lower = pad_axis(jnp.minimum(courant, 0.0) * g_flux, axis, 1, 0)  # ḡ of P − σ
     g_half = g_upper - g_lower
     g_a, g_b = d_minus * g_half, d_plus * g_half
-    g_padded = jnp.pad(g_upper + g_lower + g_a - g_b, 1) - jnp.pad(g_a, (0, 2)) + jnp.pad(g_b, (2, 0))
-    _, unpad = jax.vjp(lambda g: _padded(g, boundary), f)
-    return (unpad(g_padded)[0] + p).astype(f.dtype), g_flux * edge
+    g_padded = (pad_axis(g_upper + g_lower + g_a - g_b, axis, 1, 1) - pad_axis(g_a, axis, 0, 2)
+                + pad_axis(g_b, axis, 2, 0))
+    _, unpad = jax.vjp(lambda g: pad_axis(g, axis, 2, 2, GHOST_PAD_MODES[boundary]), f)
+    return unpad(g_padded)[0], g_flux * edge
 
 
 def ssp_step_adjoint(
-    limiter: str, boundary: str, dx: float, method: str, velocity: Array, dt: Array,
-    stages: list[tuple[Array, Array]], p: Array, q: Array,
-) -> tuple[Array, Array, Array, Array]:
-    """(ḡf, ḡm, ḡF, ḡΔt) of one SSP step of ``method`` with face velocities F = ``velocity``, given its
-    stage values ``stages`` = [v₀, …, v_{m−1}] (each (f, m)) and the cotangents (p, q) of its result."""
-    courant = velocity * (dt / dx)
+    limiter: str, boundary: str, spacing: tuple[float, ...], method: str, velocity: tuple[Array, ...],
+    dt: Array, stages: list[tuple[Array, Array]], p: Array, q: Array,
+) -> tuple[Array, Array, tuple[Array, ...], Array]:
+    """(ḡf, ḡm, ḡF per axis, ḡΔt) of one SSP step of ``method`` with face velocities F = ``velocity`` (one
+    array per axis), given its stage values ``stages`` = [v₀, …, v_{m−1}] (each (f, m)) and the cotangents
+    (p, q) of its result."""
+    courant = tuple(v * (dt / h) for v, h in zip(velocity, spacing))
     g_u = (jnp.zeros_like(p), jnp.zeros_like(q))
-    g_courant = jnp.zeros_like(courant)
+    g_courant = tuple(jnp.zeros_like(c) for c in courant)
     for (a, c), (f, _) in reversed(list(zip(ssp_stage_weights(method), stages))):
         if a:
             g_u = (g_u[0] + a * p, g_u[1] + a * q)
         if c != 1.0:
             p, q = c * p, c * q
         p, g_stage = behind_conditional(
-            functools.partial(stage_adjoint, limiter, boundary, dx), courant, f, p, q
+            functools.partial(stage_adjoint, limiter, boundary, spacing), courant, f, p, q
         )
-        g_courant = g_courant + g_stage
-    g_f, g_m = g_u[0] + p, g_u[1] + q
-    return g_f, g_m, g_courant * (dt / dx), jnp.vdot(g_courant, velocity) / dx
+        g_courant = tuple(g + s for g, s in zip(g_courant, g_stage))
+    g_velocity = tuple(g * (dt / h) for g, h in zip(g_courant, spacing))
+    g_dt = sum(jnp.vdot(g, v) / h for g, v, h in zip(g_courant, velocity, spacing))
+    return g_u[0] + p, g_u[1] + q, g_velocity, g_dt

@@ -64,6 +64,7 @@ from .kinetic_common import (
     layer_lookup,
     layer_stops,
     maps_between_layers,
+    pad_axis,
     push_forward_cells,
     ssp_rk_stages,
     ssp_rk_step,
@@ -104,8 +105,7 @@ def upwind_flux(f: Array, velocity: Array, axis: int, scheme: str, limiter: str,
     stencils are slices along ``axis`` (no transposes), so both axes of a 2-D grid cost the same.
     """
     axis = axis % f.ndim
-    widths = [(2, 2) if b == axis else (0, 0) for b in range(f.ndim)]
-    padded = jnp.pad(f, widths, mode=GHOST_PAD_MODES[boundary])
+    padded = pad_axis(f, axis, 2, 2, GHOST_PAD_MODES[boundary])
     if scheme == "upwind":
         lower, upper = piecewise_constant(padded, axis)
     elif scheme == "muscl":
@@ -159,51 +159,52 @@ def _flux_increment(grid, config: _Config, velocities: tuple[Array, ...], dt, st
 
 
 def _has_written_adjoint(field: AbstractField, grid, config: _Config) -> bool:
-    """Whether the steps take :func:`_muscl_step_1d`: the discrete adjoint of 1-D MUSCL with face velocities
-    fixed on each layer (no feedback bias, no map between layers)."""
+    """Whether the steps take :func:`_muscl_step`: the discrete adjoint of MUSCL with face velocities fixed
+    on each layer (no feedback bias, no map between layers)."""
     return (
-        config.adjoint == "discrete" and grid.d == 1 and config.scheme == "muscl"
-        and field.feedback is None and not maps_between_layers(field)
+        config.adjoint == "discrete" and config.scheme == "muscl" and field.feedback is None
+        and not maps_between_layers(field)
     )
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _muscl_step_1d(config: _Config, grid: Grid1D, velocity: Array, f: Array, outflow: Array, dt: Array):
-    """One SSP step of 1-D MUSCL with the face velocities of one layer, (f, outflow) → (f, outflow), with
-    its adjoint written out (:mod:`meanfield_jax.muscl_adjoint`; reverse mode only, for the discrete
-    adjoint). A step of length zero leaves the state as it is, and its adjoint passes the cotangents
-    through."""
-    return ssp_rk_step(_layer_increment(config, grid, velocity, dt), (f, outflow), dt, config.time_stepper)
+def _muscl_step(config: _Config, grid, velocities: tuple[Array, ...], f: Array, outflow: Array, dt: Array):
+    """One SSP step of MUSCL with the face velocities of one layer, (f, outflow) → (f, outflow), with its
+    adjoint written out (:mod:`meanfield_jax.muscl_adjoint`; reverse mode only, for the discrete adjoint).
+    A step of length zero leaves the state as it is, and its adjoint passes the cotangents through."""
+    return ssp_rk_step(_layer_increment(config, grid, velocities, dt), (f, outflow), dt, config.time_stepper)
 
 
-def _layer_increment(config: _Config, grid: Grid1D, velocity: Array, dt: Array):
-    """The forward-Euler increment of :func:`_muscl_step_1d` (its cotangents are the written ones)."""
-    return partial(_flux_increment, grid, config, (velocity,), dt, materialise=False)
+def _layer_increment(config: _Config, grid, velocities: tuple[Array, ...], dt: Array):
+    """The forward-Euler increment of :func:`_muscl_step` (its cotangents are the written ones)."""
+    return partial(_flux_increment, grid, config, velocities, dt, materialise=False)
 
 
-def _muscl_step_1d_fwd(config, grid, velocity, f, outflow, dt):
-    return _muscl_step_1d(config, grid, velocity, f, outflow, dt), (velocity, f, outflow, dt)
+def _muscl_step_fwd(config, grid, velocities, f, outflow, dt):
+    return _muscl_step(config, grid, velocities, f, outflow, dt), (velocities, f, outflow, dt)
 
 
-def _muscl_step_1d_bwd(config, grid, residuals, cotangents):
-    velocity, f, outflow, dt = residuals
+def _muscl_step_bwd(config, grid, residuals, cotangents):
+    velocities, f, outflow, dt = residuals
     p, q = cotangents
+    spacing = tuple(ax.dx for ax in grid_axes(grid))
 
     def adjoint(p, q):
-        increment = _layer_increment(config, grid, velocity, dt)
+        increment = _layer_increment(config, grid, velocities, dt)
         stages = ssp_rk_stages(increment, (f, outflow), dt, config.time_stepper)[:-1]
         return ssp_step_adjoint(
-            config.limiter, config.boundary, grid.dx, config.time_stepper, velocity, dt, stages, p, q
+            config.limiter, config.boundary, spacing, config.time_stepper, velocities, dt, stages, p, q
         )
 
     def still(p, q):
-        return p, q, jnp.zeros_like(velocity), jnp.zeros_like(dt)
+        return p, q, jax.tree.map(jnp.zeros_like, velocities), jnp.zeros_like(dt)
 
-    g_f, g_outflow, g_velocity, g_dt = batch_cond(dt != 0, adjoint, still, p, q)
-    return g_velocity.astype(velocity.dtype), g_f, g_outflow, g_dt.astype(dt.dtype)
+    g_f, g_outflow, g_velocities, g_dt = batch_cond(dt != 0, adjoint, still, p, q)
+    g_velocities = tuple(g.astype(v.dtype) for g, v in zip(g_velocities, velocities))
+    return g_velocities, g_f, g_outflow, g_dt.astype(dt.dtype)
 
 
-_muscl_step_1d.defvjp(_muscl_step_1d_fwd, _muscl_step_1d_bwd)
+_muscl_step.defvjp(_muscl_step_fwd, _muscl_step_bwd)
 
 
 @partial(jit_arrays, static_argnames=("save_at", "config", "steps", "t0"))
@@ -245,7 +246,7 @@ def _solve(
             )
         velocities, carry = velocities_at(carry, layer)
         if written:
-            f, outflow = _muscl_step_1d(config, grid, velocities[0], f, outflow, dt)
+            f, outflow = _muscl_step(config, grid, tuple(velocities), f, outflow, dt)
         else:
             increment = partial(_increment, field, grid, config, layer, velocities, dt)
             f, outflow = ssp_rk_step(increment, (f, outflow), dt, config.time_stepper)

@@ -74,8 +74,10 @@ def test_growth_defect_brackets_the_euler_power(a, t, steps):
 
 
 @settings(max_examples=60, deadline=None)
-@given(a=st.floats(-2.0, 2.0), b=st.floats(-3.0, 3.0), x0=st.floats(-5.0, 5.0), steps=st.integers(1, 300))
+@given(a=st.floats(-2.0, 2.0, allow_subnormal=False), b=st.floats(-3.0, 3.0), x0=st.floats(-5.0, 5.0),
+       steps=st.integers(1, 300))
 def test_affine_flow_bound_holds_for_the_resnet(a, b, x0, steps):
+    """(a subnormal a is left out: expm1(a t)/a, the reference, then rounds to 1 or 2 for t = 1.5)"""
     t = 1.5
     dt = t / steps
     if 1.0 + dt * a <= 0.05 or a == 0.0:

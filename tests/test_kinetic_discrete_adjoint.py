@@ -51,6 +51,8 @@ CASES = {
     "vlasov_muscl_vanleer_euler_zero_flux_1d": (GRID_1D, mfj.solve_vlasov, {
         "limiter": "vanleer", "time_stepper": "euler", "boundary": "zero_flux", "max_steps": 90},
         None, False),
+    "vlasov_muscl_zero_flux_2d": (GRID_2D, mfj.solve_vlasov, {"boundary": "zero_flux", "max_steps": 40}, None,
+                                  False),
     "vlasov_cweno3_ssprk3_periodic_2d": (GRID_2D, mfj.solve_vlasov, {
         "scheme": "cweno3", "time_stepper": "ssprk3", "boundary": "periodic", "max_steps": 40}, None, False),
     "vlasov_cweno3_periodic_1d": (GRID_1D, mfj.solve_vlasov, {
@@ -198,11 +200,12 @@ def _calls_per_adjoint(grid, solve, calls: list, layers: int | None = None) -> l
 
 
 @pytest.mark.parametrize(("dim", "scheme", "used"), [
-    ("1d", "muscl", "ssp_step_adjoint"), ("1d", "cweno3", "materialised_vjp"), ("2d", "muscl", None)])
+    ("1d", "muscl", "ssp_step_adjoint"), ("1d", "cweno3", "materialised_vjp"),
+    ("2d", "muscl", "ssp_step_adjoint"), ("2d", "cweno3", None)])
 def test_which_discrete_transport_adjoint_is_used(monkeypatch, dim, scheme, used):
-    """The 1-D discrete adjoint differentiates a MUSCL step by its written adjoint, and routes the face
-    fluxes of the other schemes through materialised_vjp; the checkpointed adjoint (which needs forward
-    mode) and the 2-D solver (no faster with it) use neither. Both gradients are compared above."""
+    """The discrete adjoint differentiates a MUSCL step by its written adjoint; in 1-D it routes the face
+    fluxes of the other schemes through materialised_vjp (in 2-D no faster); the checkpointed adjoint
+    (which needs forward mode) uses neither. Both gradients are compared above."""
     grid = FRESH_GRIDS[dim]
     calls = []
     for spied in ("ssp_step_adjoint", "materialised_vjp"):

@@ -1,5 +1,6 @@
-"""The written adjoint of a 1-D MUSCL SSP step (``meanfield_jax.muscl_adjoint``) against JAX's VJP of the same
-stages, and the limiters' derivatives against those of JAX's own min and max (the ties included)."""
+"""The written adjoint of a MUSCL SSP step (``meanfield_jax.muscl_adjoint``) against JAX's VJP of the same
+stages, in 1-D and 2-D, and the limiters' derivatives against those of JAX's own min and max (the ties
+included)."""
 
 import itertools
 
@@ -12,9 +13,10 @@ import meanfield_jax as mfj
 from meanfield_jax import reconstruction
 from meanfield_jax.kinetic_common import BOUNDARIES, SSP_STEPPERS
 from meanfield_jax.reconstruction import LIMITERS
-from meanfield_jax.transport import _Config, _muscl_step_1d
+from meanfield_jax.transport import _Config, _muscl_step
 
 GRID = mfj.Grid1D(-1.0, 2.0, 24)
+GRID_2D = mfj.Grid2D((-1.0, 2.0, 16), (0.0, 1.0, 18))
 # every limiter with every wall, the three steppers spread over them
 COMBINATIONS = [
     (limiter, boundary, stepper)
@@ -23,17 +25,57 @@ COMBINATIONS = [
 ]
 
 
-def state_and_velocity(rng):
-    """Cell averages with the limiter's kinks (zeros, a plateau, a straight line, so Δ⁻ = Δ⁺), face velocities
-    of both signs with exact zeros (where JAX splits the derivative of max(C, 0) and min(C, 0) evenly)."""
-    n = GRID.n
-    f = rng.uniform(0.1, 1.0, n)
+def kinked(rng, shape):
+    """Cell averages with the limiter's kinks along the first axis: zeros, a plateau, a straight line (so
+    Δ⁻ = Δ⁺)."""
+    f = rng.uniform(0.1, 1.0, shape)
     f[:3] = 0.0
     f[5:9] = 0.5
-    f[11:16] = 0.25 + 0.125 * np.arange(5)
+    f[11:16] = (0.25 + 0.125 * np.arange(5)).reshape((5,) + (1,) * (len(shape) - 1))
+    return f
+
+
+def state_and_velocity(rng):
+    """A 1-D state with kinks, face velocities of both signs with exact zeros (where JAX splits the
+    derivative of max(C, 0) and min(C, 0) evenly)."""
+    n = GRID.n
     velocity = rng.uniform(-1.5, 1.5, n + 1)
     velocity[[0, 7, 12, n]] = 0.0
-    return jnp.asarray(f), jnp.asarray([0.3, -0.1]), jnp.asarray(velocity)
+    return jnp.asarray(kinked(rng, (n,))), jnp.asarray([0.3, -0.1]), jnp.asarray(velocity)
+
+
+def state_and_velocities_2d(rng):
+    nx, ny = GRID_2D.shape
+    f = kinked(rng, (nx, ny))  # kinks along x
+    f[10:] = kinked(rng, (ny, nx)).T[10:]  # and along y
+    u, v = rng.uniform(-1.5, 1.5, (nx + 1, ny)), rng.uniform(-1.5, 1.5, (nx, ny + 1))
+    u[[0, 3, nx]] = 0.0
+    v[:, [0, 5, ny]] = 0.0
+    return jnp.asarray(f), jnp.asarray([0.3, -0.1, 0.2, 0.05]), (jnp.asarray(u), jnp.asarray(v))
+
+
+def assert_written_adjoint_equals_jax_vjp(config, grid, f, outflow, velocities, rng):
+    dt = jnp.asarray(0.25 * min(ax.dx for ax in ((grid,) if grid.d == 1 else (grid.xaxis, grid.yaxis))) / 1.5)
+    p, q = jnp.asarray(rng.normal(size=f.shape)), jnp.asarray(rng.normal(size=outflow.shape))
+
+    def written(velocities, f, outflow, dt):
+        return _muscl_step(config, grid, velocities, f, outflow, dt)
+
+    def stages(velocities, f, outflow, dt):
+        return _muscl_step.fun(config, grid, velocities, f, outflow, dt)
+
+    args = (velocities, f, outflow, dt)
+    out_written, vjp_written = jax.vjp(jax.jit(written), *args)
+    out_jax, vjp_jax = jax.vjp(stages, *args)
+    for a, b in zip(out_written, out_jax):
+        np.testing.assert_array_equal(a, b)
+    got, want = jax.jit(vjp_written)((p, q)), vjp_jax((p, q))
+    for name, a, b in zip(("velocity", "velocity", "f", "outflow", "dt"), jax.tree.leaves(got),
+                          jax.tree.leaves(want)):
+        scale = float(jnp.max(jnp.abs(b)))
+        if name != "outflow" and config.boundary != "periodic":
+            assert scale > 0.1, name  # every input moves the step
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-14 * max(scale, 1.0), err_msg=name)
 
 
 @pytest.mark.parametrize(("limiter", "boundary", "stepper"), COMBINATIONS)
@@ -41,26 +83,16 @@ def test_written_step_adjoint_equals_jax_vjp_of_the_stages(limiter, boundary, st
     config = _Config("muscl", limiter, boundary, stepper, 0.5, "discrete")
     rng = np.random.default_rng(7)
     f, outflow, velocity = state_and_velocity(rng)
-    dt = jnp.asarray(0.4 * GRID.dx / 1.5)
-    p, q = jnp.asarray(rng.normal(size=GRID.n)), jnp.asarray(rng.normal(size=2))
+    assert_written_adjoint_equals_jax_vjp(config, GRID, f, outflow, (velocity,), rng)
 
-    def written(velocity, f, outflow, dt):
-        return _muscl_step_1d(config, GRID, velocity, f, outflow, dt)
 
-    def stages(velocity, f, outflow, dt):
-        return _muscl_step_1d.fun(config, GRID, velocity, f, outflow, dt)
-
-    args = (velocity, f, outflow, dt)
-    out_written, vjp_written = jax.vjp(jax.jit(written), *args)
-    out_jax, vjp_jax = jax.vjp(stages, *args)
-    for a, b in zip(out_written, out_jax):
-        np.testing.assert_array_equal(a, b)
-    got, want = jax.jit(vjp_written)((p, q)), vjp_jax((p, q))
-    for name, a, b in zip(("velocity", "f", "outflow", "dt"), got, want):
-        scale = float(jnp.max(jnp.abs(b)))
-        if name != "outflow" and boundary != "periodic":
-            assert scale > 0.1, name  # every input moves the step
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-14 * max(scale, 1.0), err_msg=name)
+@pytest.mark.parametrize(("limiter", "boundary", "stepper"), [
+    ("mc", "outflow", "ssprk2"), ("minmod", "zero_flux", "ssprk3"), ("vanleer", "periodic", "euler")])
+def test_written_step_adjoint_in_2d(limiter, boundary, stepper):
+    config = _Config("muscl", limiter, boundary, stepper, 0.5, "discrete")
+    rng = np.random.default_rng(11)
+    f, outflow, velocities = state_and_velocities_2d(rng)
+    assert_written_adjoint_equals_jax_vjp(config, GRID_2D, f, outflow, velocities, rng)
 
 
 def test_a_step_of_length_zero_passes_the_cotangents_through():
@@ -68,12 +100,12 @@ def test_a_step_of_length_zero_passes_the_cotangents_through():
     rng = np.random.default_rng(3)
     f, outflow, velocity = state_and_velocity(rng)
     p, q = jnp.asarray(rng.normal(size=GRID.n)), jnp.asarray(rng.normal(size=2))
-    out, vjp = jax.vjp(lambda *a: _muscl_step_1d(config, GRID, *a), velocity, f, outflow, jnp.asarray(0.0))
+    out, vjp = jax.vjp(lambda *a: _muscl_step(config, GRID, *a), (velocity,), f, outflow, jnp.asarray(0.0))
     np.testing.assert_array_equal(out[0], f)
     g_velocity, g_f, g_outflow, g_dt = vjp((p, q))
     np.testing.assert_array_equal(g_f, p)
     np.testing.assert_array_equal(g_outflow, q)
-    assert not np.any(g_velocity) and float(g_dt) == 0.0
+    assert not np.any(g_velocity[0]) and float(g_dt) == 0.0
 
 
 @pytest.mark.parametrize("limiter", sorted(LIMITERS))
