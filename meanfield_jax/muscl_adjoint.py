@@ -1,17 +1,19 @@
-"""The discrete adjoint of one SSP Runge–Kutta step of the 1-D MUSCL scheme, written out.
+"""The discrete adjoint of one SSP Runge–Kutta step of the MUSCL scheme (1-D and 2-D), written out.
 
-A step of :func:`~meanfield_jax.transport.solve_vlasov` on a Grid1D, with the face velocities F of one
-layer, runs the stages (Shu–Osher form, :func:`~meanfield_jax.kinetic_common.ssp_rk_stages`)
+A step of :func:`~meanfield_jax.transport.solve_vlasov` with the face velocities F of one layer runs the
+stages (Shu–Osher form, :func:`~meanfield_jax.kinetic_common.ssp_rk_stages`)
 
     v₀ = u,   v_{k+1} = a_k u + c_k (v_k + E(v_k)),   (a₀, c₀) = (0, 1),
 
-on the state v = (f, m) of cell averages and wall masses. The forward-Euler increment of f is
+on the state v = (f, m) of cell averages and wall masses. In 1-D the forward-Euler increment of f is
 E(f)_i = G_i − G_{i+1}, with the Courant-scaled upwind flux on the faces j = 0 … n,
 
     G_j = C⁺_j f⁻_j + C⁻_j f⁺_j,   C = F Δt/h,   f⁻_j = P_{j−1} + σ_{j−1},   f⁺_j = P_j − σ_j,
 
 where P holds the cells −1 … n (one ghost cell beyond each wall, by the wall rule) and σ = φ(Δ⁻, Δ⁺)/2 the
-limited half slopes; the wall masses grow by h (−G₀, G_n) (periodic walls: by nothing).
+limited half slopes; the wall masses grow by h (−G₀, G_n) (periodic walls: by nothing). In 2-D E is the
+sum of such differences along each axis, and a wall's mass grows by the cell volume times the sum of G
+over its faces; the adjoint below then runs along each axis and the cotangents of f add up.
 
 For the cotangent (p, q) of v_{k+1} a stage's adjoint is, with p̃ = c_k p, q̃ = c_k q:
 

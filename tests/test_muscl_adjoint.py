@@ -109,11 +109,14 @@ def test_a_step_of_length_zero_passes_the_cotangents_through():
 
 
 @pytest.mark.parametrize("limiter", sorted(LIMITERS))
-def test_limiter_derivatives_are_those_of_jax_min_and_max(limiter, monkeypatch):
-    """The limiters' min and max carry their derivative written with selects; it must be JAX's, with
-    ties split evenly: |a| = |b|, and for MC 2 min(|a|, |b|) = |a + b|/2 (a = 1, b = 3)."""
+@pytest.mark.parametrize("copies", [1, -(-reconstruction.SELECT_DERIVATIVE_FROM // 12)])
+def test_limiter_derivatives_are_those_of_jax_min_and_max(limiter, copies, monkeypatch):
+    """The limiters' min and max carry their derivative written with selects (on arrays of at least
+    SELECT_DERIVATIVE_FROM values); it must be JAX's, with ties split evenly: |a| = |b|, and for MC
+    2 min(|a|, |b|) = |a + b|/2 (a = 1, b = 3)."""
     pairs = np.array([(1.0, 3.0), (3.0, 1.0), (-1.0, -3.0), (2.0, 2.0), (-0.5, -0.5), (1.0, -1.0), (0.0, 2.0),
                       (0.7, 0.2), (-0.2, -0.9), (1.0, 1.0 + 2**-52), (0.0, 0.0), (2.5, -0.3)])
+    pairs = np.tile(pairs, (copies, 1))
     a, b = jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])
     one, zero = jnp.ones_like(a), jnp.zeros_like(a)
 
