@@ -54,43 +54,32 @@ Edges = tuple[Array, Array]
 SELECT_DERIVATIVE_FROM = 4096
 
 
-def _tie_split(pick_x: Array, pick_y: Array, tx: Array, ty: Array) -> Array:
-    """JAX's derivative of min / max (the tangent of the argument picked, the mean of both at a tie),
-    written with selects alone. JAX's own rule divides by the number of tied arguments, and XLA's CPU
-    backend writes that division, which both partial derivatives of a limiter share, to memory in kernels
-    of its own: four more passes over the cells wherever the partials are formed. Without them the partials
-    of MC at 10⁴ / 10⁵ cells took 27 / 177 µs against 52 / 206 µs; below ~4 000 values, where the kernels
-    run on one thread, each partial re-evaluating the whole limiter was slower (10³: 7.5 against 4.2 µs),
-    so smaller arrays keep JAX's rule (measured in loops of 200 evaluations)."""
-    return jnp.where(pick_x, tx, jnp.where(pick_y, ty, 0.5 * (tx + ty)))
+def _select_derivative(op: Limiter, picks: Callable[[Array, Array], Array]) -> Limiter:
+    """``op`` (``jnp.minimum`` or ``jnp.maximum``; ``picks``: the strict comparison under which it takes its
+    first argument) with JAX's derivative: the tangent of the argument taken, the mean of both at a tie. From
+    ``SELECT_DERIVATIVE_FROM`` values it is written with selects alone. JAX's own rule divides by the number
+    of tied arguments, and XLA's CPU backend writes that division, which both partial derivatives of a
+    limiter share, to memory in kernels of its own: four more passes over the cells wherever the partials
+    are formed. Without them the partials of MC at 10⁴ / 10⁵ cells took 27 / 177 µs against 52 / 206 µs;
+    below ~4 000 values, where the kernels run on one thread, each partial re-evaluating the whole limiter
+    was slower (10³: 7.5 against 4.2 µs), so smaller arrays keep JAX's rule (measured in loops of 200)."""
+
+    @jax.custom_jvp
+    def fn(x: Array, y: Array) -> Array:
+        return op(x, y)
+
+    @fn.defjvp
+    def fn_jvp(primals, tangents):
+        (x, y), (tx, ty) = primals, tangents
+        if x.size < SELECT_DERIVATIVE_FROM:
+            return jax.jvp(op, primals, tangents)
+        return op(x, y), jnp.where(picks(x, y), tx, jnp.where(picks(y, x), ty, 0.5 * (tx + ty)))
+
+    return fn
 
 
-@jax.custom_jvp
-def _minimum(x: Array, y: Array) -> Array:
-    """``jnp.minimum`` with JAX's derivative (:func:`_tie_split` from ``SELECT_DERIVATIVE_FROM`` values)."""
-    return jnp.minimum(x, y)
-
-
-@_minimum.defjvp
-def _minimum_jvp(primals, tangents):
-    (x, y), (tx, ty) = primals, tangents
-    if x.size < SELECT_DERIVATIVE_FROM:
-        return jax.jvp(jnp.minimum, primals, tangents)
-    return jnp.minimum(x, y), _tie_split(x < y, y < x, tx, ty)
-
-
-@jax.custom_jvp
-def _maximum(x: Array, y: Array) -> Array:
-    """``jnp.maximum`` with JAX's derivative (:func:`_tie_split` from ``SELECT_DERIVATIVE_FROM`` values)."""
-    return jnp.maximum(x, y)
-
-
-@_maximum.defjvp
-def _maximum_jvp(primals, tangents):
-    (x, y), (tx, ty) = primals, tangents
-    if x.size < SELECT_DERIVATIVE_FROM:
-        return jax.jvp(jnp.maximum, primals, tangents)
-    return jnp.maximum(x, y), _tie_split(x > y, y > x, tx, ty)
+_minimum = _select_derivative(jnp.minimum, jnp.less)
+_maximum = _select_derivative(jnp.maximum, jnp.greater)
 
 
 def _signed_where_signs_agree(a: Array, b: Array, magnitude: Array) -> Array:
