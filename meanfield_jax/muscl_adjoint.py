@@ -73,7 +73,8 @@ def _axis_adjoint(
     def cut(x: Array, start: int, stop: int) -> Array:
         return jax.lax.slice_in_dim(x, start, stop, axis=axis)
 
-    padded = pad_axis(f, axis, 2, 2, GHOST_PAD_MODES[boundary])
+    # the cells with two ghost cells beyond each wall, and the transpose of that padding
+    padded, unpad = jax.vjp(lambda g: pad_axis(g, axis, 2, 2, GHOST_PAD_MODES[boundary]), f)
     half, d_minus, d_plus = behind_conditional(
         functools.partial(half_slopes_with_partials, LIMITERS[limiter], axis), padded
     )
@@ -90,7 +91,6 @@ def _axis_adjoint(
     g_a, g_b = d_minus * g_half, d_plus * g_half
     g_padded = (pad_axis(g_upper + g_lower + g_a - g_b, axis, 1, 1) - pad_axis(g_a, axis, 0, 2)
                 + pad_axis(g_b, axis, 2, 0))
-    _, unpad = jax.vjp(lambda g: pad_axis(g, axis, 2, 2, GHOST_PAD_MODES[boundary]), f)
     return unpad(g_padded)[0], g_flux * edge
 
 

@@ -53,6 +53,7 @@ from .kinetic_common import (
     flux_difference,
     layer_stops,
     maps_between_layers,
+    pad_axis,
     ssp_rk_step,
     validate_field_and_grid,
     wall_masses,
@@ -164,8 +165,8 @@ def _halo_rows(f: Array, k: Array, axis: str, parts: int, boundary: str) -> Arra
     from_above = jax.lax.ppermute(f[:HALO], axis, _ring(parts, -1))
     if boundary != "periodic":
         mode = GHOST_PAD_MODES[boundary]
-        wall_below = jnp.pad(f[:HALO], ((HALO, 0), (0, 0)), mode=mode)[:HALO]
-        wall_above = jnp.pad(f[-HALO:], ((0, HALO), (0, 0)), mode=mode)[-HALO:]
+        wall_below = pad_axis(f[:HALO], 0, HALO, 0, mode)[:HALO]
+        wall_above = pad_axis(f[-HALO:], 0, 0, HALO, mode)[-HALO:]
         from_below = jnp.where(k == 0, wall_below, from_below)
         from_above = jnp.where(k == parts - 1, wall_above, from_above)
     return jnp.concatenate([from_below, f, from_above], axis=0)
@@ -196,7 +197,7 @@ def _sharded_rhs(field: AbstractField, grid: Grid2D, config: _Config, mesh: Mesh
         u = _x_face_velocity(u, k, axis, parts, config.boundary)
         u, v = courant_velocities((u, with_walls(v, 1, config.boundary)), grid, dt)
         extended = _halo_rows(f, k, axis, parts, config.boundary)
-        u_extended = jnp.pad(u, ((HALO, HALO), (0, 0)))  # faces of the halo rows: their fluxes are dropped
+        u_extended = pad_axis(u, 0, HALO, HALO)  # faces of the halo rows: their fluxes are dropped
         flux_x = upwind_flux(extended, u_extended, 0, config.scheme, config.limiter, config.boundary, grid.dx)
         flux_x = flux_x[HALO : HALO + rows + 1]
         flux_y = upwind_flux(f, v, 1, config.scheme, config.limiter, config.boundary, grid.dy)
