@@ -27,9 +27,12 @@ then the ghost cells are folded back onto the cells they copy (the transpose of 
 (the identity in v + E(v)); q passes as q̃, and u collects a_k (p, q) from every stage. The Courant numbers'
 cotangents of all stages, summed, give those of the face velocities (× Δt/h) and of Δt (⟨·, F⟩/h, one
 reduction per step). This is the derivative JAX forms of the same stages (the kinks of φ and of C± included:
-at C = 0 JAX splits max and min evenly), in fewer passes over memory: each stage's adjoint is computed behind
+at C = 0 JAX splits max and min evenly), in fewer passes over memory. Each stage's adjoint is computed behind
 a conditional (:func:`~meanfield_jax.conditional.behind_conditional`), so that XLA writes its results with
-kernels split across threads, and the reduction for Δt reads them.
+kernels split across threads, and the reduction for Δt reads them. Within a stage every term is a slice of
+three padded arrays (the cells, p̃ with the walls' terms beyond it, C), and φ's partials
+(:func:`~meanfield_jax.reconstruction.limiter_partials`) are evaluated where they are read, so that XLA
+forms ḡf in one pass and ∂/∂C in another.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from jaxtyping import Array
 
 from .conditional import behind_conditional
 from .kinetic_common import GHOST_PAD_MODES, pad_axis, ssp_stage_weights
-from .reconstruction import LIMITERS, half_slopes_with_partials
+from .reconstruction import LIMITERS, limiter_partials
 
 __all__ = ["ssp_step_adjoint", "stage_adjoint"]
 
@@ -53,9 +56,10 @@ def stage_adjoint(
     q: Array,
 ) -> tuple[Array, tuple[Array, ...]]:
     """(ḡf, ∂/∂C per axis) of one forward-Euler increment f ↦ (f + E(f), m + wall masses) at cell averages
-    ``f`` (1-D or 2-D) with Courant numbers ``courant`` (one array per axis, n + 1 faces along it), for the
-    cotangents p of f + E(f) and q of the wall masses (see the module docstring: dimension by dimension,
-    each axis's faces as in 1-D, with the cell volume as the wall masses' factor)."""
+    ``f`` (1-D or 2-D) with Courant numbers ``courant`` (one array per axis, on the faces −3 … n + 3 along
+    it: zero beyond the n + 1 faces of the grid), for the cotangents p of f + E(f) and q of the wall masses
+    (see the module docstring: dimension by dimension, each axis's faces as in 1-D, with the cell volume as
+    the wall masses' factor); ∂/∂C on the n + 1 faces."""
     volume = float(np.prod(spacing))
     g_f, g_courant = p, []
     for axis, c in enumerate(courant):
@@ -67,31 +71,55 @@ def stage_adjoint(
 def _axis_adjoint(
     limiter: str, boundary: str, volume: float, axis: int, courant: Array, f: Array, p: Array, q: Array
 ) -> tuple[Array, Array]:
-    """The part of :func:`stage_adjoint` from the faces normal to ``axis``: (ḡf less p, ∂/∂C)."""
+    """The part of :func:`stage_adjoint` from the faces normal to ``axis``: (ḡf less p, ∂/∂C), for
+    ``courant`` given on the faces −3 … n + 3 (zero beyond the walls).
+
+    Every term is a slice of three padded arrays (the cells, p with the wall masses' cotangents beyond it,
+    and C), and the slopes and their partials are evaluated where they are read: XLA then forms ḡP in one
+    pass and ∂/∂C in another, instead of writing each padded intermediate to memory."""
     n = f.shape[axis]
 
-    def cut(x: Array, start: int, stop: int) -> Array:
-        return jax.lax.slice_in_dim(x, start, stop, axis=axis)
+    def cut(x: Array, start: int, length: int) -> Array:
+        return jax.lax.slice_in_dim(x, start, start + length, axis=axis)
 
-    # the cells with two ghost cells beyond each wall, and the transpose of that padding
+    def layer(x: Array) -> Array:  # a one-cell-thick layer of value x along the axis
+        shape = list(f.shape)
+        shape[axis] = 1
+        return jnp.broadcast_to(jnp.asarray(x, f.dtype), shape)
+
+    # the cells with two ghost cells beyond each wall (and the transpose of that padding), then two zero
+    # cells more, which only enter where a zero Courant number multiplies them: cells −4 … n + 3
     padded, unpad = jax.vjp(lambda g: pad_axis(g, axis, 2, 2, GHOST_PAD_MODES[boundary]), f)
-    half, d_minus, d_plus = behind_conditional(
-        functools.partial(half_slopes_with_partials, LIMITERS[limiter], axis), padded
-    )
-    centre = cut(padded, 1, n + 3)
-    below, above = cut(centre, 0, n + 1) + cut(half, 0, n + 1), cut(centre, 1, n + 2) - cut(half, 1, n + 2)
-    g_flux = pad_axis(p, axis, 0, 1) - pad_axis(p, axis, 1, 0)
-    if boundary != "periodic":  # the wall masses (summed over each wall's faces) read the end faces
-        wall = jnp.zeros(n + 1, f.dtype).at[0].set(-volume * q[0]).at[n].set(volume * q[1])
-        g_flux = g_flux + wall.reshape([-1 if b == axis else 1 for b in range(f.ndim)])
-    edge = jnp.where(courant > 0, below, jnp.where(courant < 0, above, 0.5 * (below + above)))
-    g_upper = pad_axis(jnp.maximum(courant, 0.0) * g_flux, axis, 0, 1)  # ḡ of P + σ, cells −1 … n
-    g_lower = pad_axis(jnp.minimum(courant, 0.0) * g_flux, axis, 1, 0)  # ḡ of P − σ
-    g_half = g_upper - g_lower
-    g_a, g_b = d_minus * g_half, d_plus * g_half
-    g_padded = (pad_axis(g_upper + g_lower + g_a - g_b, axis, 1, 1) - pad_axis(g_a, axis, 0, 2)
-                + pad_axis(g_b, axis, 2, 0))
-    return unpad(g_padded)[0], g_flux * edge
+    cells = pad_axis(padded, axis, 2, 2)
+
+    def slopes(first: int, length: int) -> tuple[Array, Array, Array]:
+        """(σ, ½ ∂φ/∂Δ⁻, ½ ∂φ/∂Δ⁺) on the cells first … first + length − 1."""
+        left, centre, right = (cut(cells, first + 3 + k, length) for k in range(3))
+        phi, d_minus, d_plus = limiter_partials(LIMITERS[limiter], centre - left, right - centre)
+        return 0.5 * phi, 0.5 * d_minus, 0.5 * d_plus
+
+    # ḡG_j = p̂_j − p̂_{j−1} on the faces j = −3 … n + 3, with p̂ = p on the cells, h q̃₀ and h q̃₁ just
+    # beyond the walls (which gives the wall masses' terms at j = 0 and n) and zero further out
+    walls = (0.0, 0.0) if boundary == "periodic" else (volume * q[0], volume * q[1])
+    p_hat = jnp.concatenate([layer(0.0)] * 3 + [layer(walls[0]), p, layer(walls[1])] + [layer(0.0)] * 3, axis)
+    g_flux = cut(p_hat, 1, n + 7) - cut(p_hat, 0, n + 7)  # faces −3 … n + 3
+
+    def cell_terms(first: int) -> tuple[Array, Array, Array]:
+        """(ḡ of P + σ plus ḡ of P − σ, ḡΔ⁻, ḡΔ⁺) on the n + 4 cells from ``first``, zero outside −1 … n."""
+        upper = jnp.maximum(cut(courant, first + 4, n + 4), 0.0) * cut(g_flux, first + 4, n + 4)  # face c + 1
+        lower = jnp.minimum(cut(courant, first + 3, n + 4), 0.0) * cut(g_flux, first + 3, n + 4)  # face c
+        g_half = upper - lower
+        _, d_minus, d_plus = slopes(first, n + 4)
+        return upper + lower, d_minus * g_half, d_plus * g_half
+
+    edges, g_a, g_b = cell_terms(-2)
+    g_padded = edges + g_a - g_b - cell_terms(-1)[1] + cell_terms(-3)[2]  # cells −2 … n + 1
+    half = slopes(-1, n + 2)[0]  # the edge values on the faces 0 … n
+    below = cut(cells, 3, n + 1) + cut(half, 0, n + 1)
+    above = cut(cells, 4, n + 1) - cut(half, 1, n + 1)
+    c = cut(courant, 3, n + 1)
+    edge = jnp.where(c > 0, below, jnp.where(c < 0, above, 0.5 * (below + above)))
+    return unpad(g_padded)[0], cut(g_flux, 3, n + 1) * edge
 
 
 def ssp_step_adjoint(
@@ -101,9 +129,10 @@ def ssp_step_adjoint(
     """(ḡf, ḡm, ḡF per axis, ḡΔt) of one SSP step of ``method`` with face velocities F = ``velocity`` (one
     array per axis), given its stage values ``stages`` = [v₀, …, v_{m−1}] (each (f, m)) and the cotangents
     (p, q) of its result."""
-    courant = tuple(v * (dt / h) for v, h in zip(velocity, spacing))
+    # the Courant numbers on the faces −3 … n + 3 along each axis (zero beyond the walls), as stages read them
+    courant = tuple(pad_axis(v * (dt / h), axis, 3, 3) for axis, (v, h) in enumerate(zip(velocity, spacing)))
     g_u = (jnp.zeros_like(p), jnp.zeros_like(q))
-    g_courant = tuple(jnp.zeros_like(c) for c in courant)
+    g_courant = tuple(jnp.zeros_like(v) for v in velocity)
     for (a, c), (f, _) in reversed(list(zip(ssp_stage_weights(method), stages))):
         if a:
             g_u = (g_u[0] + a * p, g_u[1] + a * q)

@@ -178,10 +178,45 @@ def half_slopes_with_partials(limiter: Limiter, axis: int, f: Array) -> tuple[Ar
     """(s/2, ½ ∂φ/∂Δ⁻, ½ ∂φ/∂Δ⁺) for the inner cells along ``axis``: the half slopes of :func:`muscl` and
     their partial derivatives w.r.t. the one-sided differences (JAX's, at kinks included)."""
     a, b = _differences(f, axis)
-    one, zero = jnp.ones_like(a), jnp.zeros_like(a)
-    phi, d_a = jax.jvp(limiter, (a, b), (one, zero))
-    d_b = jax.jvp(limiter, (a, b), (zero, one))[1]
+    phi, d_a, d_b = limiter_partials(limiter, a, b)
     return 0.5 * phi, 0.5 * d_a, 0.5 * d_b
+
+
+def limiter_partials(limiter: Limiter, a: Array, b: Array) -> tuple[Array, Array, Array]:
+    """(φ, ∂φ/∂a, ∂φ/∂b) at (a, b): the derivative JAX forms of φ, kinks included (the mean of both sides
+    at a tie of min or max, zero where the signs of a and b disagree or one is zero). minmod and MC are
+    piecewise linear, and their partials are written in closed form: comparisons that select constants,
+    bitwise those of JAX's JVP, in one cheap pass (the JVP re-evaluates φ's chain of selects for each)."""
+    if limiter not in _CLOSED_FORM_PARTIALS:
+        one, zero = jnp.ones_like(a), jnp.zeros_like(a)
+        phi, d_a = jax.jvp(limiter, (a, b), (one, zero))
+        return phi, d_a, jax.jvp(limiter, (a, b), (zero, one))[1]
+    agree = ((a > 0) & (b > 0)) | ((a < 0) & (b < 0))
+    d_a, d_b = _CLOSED_FORM_PARTIALS[limiter](a, b)
+    return limiter(a, b), jnp.where(agree, d_a, 0.0), jnp.where(agree, d_b, 0.0)
+
+
+def _first_weight(x: Array, y: Array) -> Array:
+    """The weight JAX's derivative of min(x, y) gives x: 1 if x < y, 0 if y < x, ½ at a tie."""
+    return jnp.where(x < y, 1.0, jnp.where(y < x, 0.0, 0.5))
+
+
+def _minmod_partials(a: Array, b: Array) -> tuple[Array, Array]:
+    """∂/∂a, ∂/∂b of min(|a|, |b|) · sign where a and b agree in sign: the smaller one's is 1."""
+    w = _first_weight(jnp.abs(a), jnp.abs(b))
+    return w, 1.0 - w
+
+
+def _mc_partials(a: Array, b: Array) -> tuple[Array, Array]:
+    """∂/∂a, ∂/∂b of min(2 min(|a|, |b|), |a + b|/2) · sign where a and b agree in sign: (2, 0) or (0, 2)
+    where a one-sided slope bounds it, (½, ½) where the central slope is taken."""
+    smaller = _first_weight(jnp.abs(a), jnp.abs(b))
+    one_sided = _first_weight(2.0 * jnp.minimum(jnp.abs(a), jnp.abs(b)), 0.5 * jnp.abs(a + b))
+    central = 0.5 * (1.0 - one_sided)
+    return 2.0 * one_sided * smaller + central, 2.0 * one_sided * (1.0 - smaller) + central
+
+
+_CLOSED_FORM_PARTIALS = {minmod: _minmod_partials, monotonized_central: _mc_partials}
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))

@@ -112,8 +112,9 @@ def test_a_step_of_length_zero_passes_the_cotangents_through():
 @pytest.mark.parametrize("copies", [1, -(-reconstruction.SELECT_DERIVATIVE_FROM // 12)])
 def test_limiter_derivatives_are_those_of_jax_min_and_max(limiter, copies, monkeypatch):
     """The limiters' min and max carry their derivative written with selects (on arrays of at least
-    SELECT_DERIVATIVE_FROM values); it must be JAX's, with ties split evenly: |a| = |b|, and for MC
-    2 min(|a|, |b|) = |a + b|/2 (a = 1, b = 3)."""
+    SELECT_DERIVATIVE_FROM values), and ``limiter_partials`` writes those of minmod and MC in closed form;
+    both must be JAX's, with ties split evenly: |a| = |b|, and for MC 2 min(|a|, |b|) = |a + b|/2 (a = 1,
+    b = 3)."""
     pairs = np.array([(1.0, 3.0), (3.0, 1.0), (-1.0, -3.0), (2.0, 2.0), (-0.5, -0.5), (1.0, -1.0), (0.0, 2.0),
                       (0.7, 0.2), (-0.2, -0.9), (1.0, 1.0 + 2**-52), (0.0, 0.0), (2.5, -0.3)])
     pairs = np.tile(pairs, (copies, 1))
@@ -125,11 +126,17 @@ def test_limiter_derivatives_are_those_of_jax_min_and_max(limiter, copies, monke
         return [jax.jvp(phi, (a, b), tangent) for tangent in ((one, zero), (zero, one), (one, one))]
 
     ours = partials()
+    closed_form = jax.jit(lambda a, b: reconstruction.limiter_partials(LIMITERS[limiter], a, b))(a, b)
     monkeypatch.setattr(reconstruction, "_minimum", jnp.minimum)
     monkeypatch.setattr(reconstruction, "_maximum", jnp.maximum)
-    for (value, derivative), (value_jax, derivative_jax) in zip(ours, partials()):
+    jax_partials = partials()
+    for (value, derivative), (value_jax, derivative_jax) in zip(ours, jax_partials):
         np.testing.assert_array_equal(value, value_jax)
         np.testing.assert_allclose(derivative, derivative_jax, rtol=1e-15, atol=0)
+    # the partials the written adjoint reads (closed forms for minmod and MC), bitwise JAX's
+    np.testing.assert_array_equal(closed_form[0], jax_partials[0][0])
+    for derivative, (_, derivative_jax) in zip(closed_form[1:], jax_partials[:2]):
+        np.testing.assert_array_equal(derivative, derivative_jax)
 
 
 def test_discrete_gradients_of_a_batch_of_fields_under_vmap():
