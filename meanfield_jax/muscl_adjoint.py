@@ -30,9 +30,9 @@ reduction per step). This is the derivative JAX forms of the same stages (the ki
 at C = 0 JAX splits max and min evenly), in fewer passes over memory. Each stage's adjoint is computed behind
 a conditional (:func:`~meanfield_jax.conditional.behind_conditional`), so that XLA writes its results with
 kernels split across threads, and the reduction for Δt reads them. Within a stage every term is a slice of
-three padded arrays (the cells, p̃ with the walls' terms beyond it, C), and φ's partials
-(:func:`~meanfield_jax.reconstruction.limiter_partials`) are evaluated where they are read, so that XLA
-forms ḡf in one pass and ∂/∂C in another.
+a few padded arrays (the cells; p̃ with the walls' terms beyond it; C; the half slopes with φ's partials,
+:func:`~meanfield_jax.reconstruction.half_slopes_with_partials`, formed once behind a conditional), so that
+XLA forms ḡf in one pass and ∂/∂C in another.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from jaxtyping import Array
 
 from .conditional import behind_conditional
 from .kinetic_common import GHOST_PAD_MODES, pad_axis, ssp_stage_weights
-from .reconstruction import LIMITERS, limiter_partials
+from .reconstruction import LIMITERS, half_slopes_with_partials
 
 __all__ = ["ssp_step_adjoint", "stage_adjoint"]
 
@@ -74,9 +74,9 @@ def _axis_adjoint(
     """The part of :func:`stage_adjoint` from the faces normal to ``axis``: (ḡf less p, ∂/∂C), for
     ``courant`` given on the faces −3 … n + 3 (zero beyond the walls).
 
-    Every term is a slice of three padded arrays (the cells, p with the wall masses' cotangents beyond it,
-    and C), and the slopes and their partials are evaluated where they are read: XLA then forms ḡP in one
-    pass and ∂/∂C in another, instead of writing each padded intermediate to memory."""
+    Every term is a slice of padded arrays (the cells, p with the wall masses' cotangents beyond it, C, and
+    the slopes with φ's partials, formed once behind a conditional): XLA then forms ḡP in one pass and ∂/∂C
+    in another, instead of writing each padded intermediate to memory."""
     n = f.shape[axis]
 
     def cut(x: Array, start: int, length: int) -> Array:
@@ -87,16 +87,17 @@ def _axis_adjoint(
         shape[axis] = 1
         return jnp.broadcast_to(jnp.asarray(x, f.dtype), shape)
 
-    # the cells with two ghost cells beyond each wall (and the transpose of that padding), then two zero
-    # cells more, which only enter where a zero Courant number multiplies them: cells −4 … n + 3
+    # the cells with two ghost cells beyond each wall, and the transpose of that padding
     padded, unpad = jax.vjp(lambda g: pad_axis(g, axis, 2, 2, GHOST_PAD_MODES[boundary]), f)
-    cells = pad_axis(padded, axis, 2, 2)
 
-    def slopes(first: int, length: int) -> tuple[Array, Array, Array]:
+    def padded_slopes(g: Array) -> list[Array]:  # zero beyond the cells −1 … n
+        return [pad_axis(x, axis, 2, 2) for x in half_slopes_with_partials(LIMITERS[limiter], axis, g)]
+
+    table = behind_conditional(padded_slopes, padded)  # (σ, ½ ∂φ/∂Δ⁻, ½ ∂φ/∂Δ⁺) on the cells −3 … n + 2
+
+    def slopes(first: int, length: int) -> tuple[Array, ...]:
         """(σ, ½ ∂φ/∂Δ⁻, ½ ∂φ/∂Δ⁺) on the cells first … first + length − 1."""
-        left, centre, right = (cut(cells, first + 3 + k, length) for k in range(3))
-        phi, d_minus, d_plus = limiter_partials(LIMITERS[limiter], centre - left, right - centre)
-        return 0.5 * phi, 0.5 * d_minus, 0.5 * d_plus
+        return tuple(cut(x, first + 3, length) for x in table)
 
     # ḡG_j = p̂_j − p̂_{j−1} on the faces j = −3 … n + 3, with p̂ = p on the cells, h q̃₀ and h q̃₁ just
     # beyond the walls (which gives the wall masses' terms at j = 0 and n) and zero further out
@@ -115,8 +116,8 @@ def _axis_adjoint(
     edges, g_a, g_b = cell_terms(-2)
     g_padded = edges + g_a - g_b - cell_terms(-1)[1] + cell_terms(-3)[2]  # cells −2 … n + 1
     half = slopes(-1, n + 2)[0]  # the edge values on the faces 0 … n
-    below = cut(cells, 3, n + 1) + cut(half, 0, n + 1)
-    above = cut(cells, 4, n + 1) - cut(half, 1, n + 1)
+    below = cut(padded, 1, n + 1) + cut(half, 0, n + 1)
+    above = cut(padded, 2, n + 1) - cut(half, 1, n + 1)
     c = cut(courant, 3, n + 1)
     edge = jnp.where(c > 0, below, jnp.where(c < 0, above, 0.5 * (below + above)))
     return unpad(g_padded)[0], cut(g_flux, 3, n + 1) * edge
