@@ -115,9 +115,9 @@ def _axis_adjoint(
 
     edges, g_a, g_b = cell_terms(-2)
     g_padded = edges + g_a - g_b - cell_terms(-1)[1] + cell_terms(-3)[2]  # cells −2 … n + 1
-    half = slopes(-1, n + 2)[0]  # the edge values on the faces 0 … n
-    below = cut(padded, 1, n + 1) + cut(half, 0, n + 1)
-    above = cut(padded, 2, n + 1) - cut(half, 1, n + 1)
+    # the edge values on the faces 0 … n: P + σ of the cell below, P − σ of the cell above
+    below = cut(padded, 1, n + 1) + slopes(-1, n + 1)[0]
+    above = cut(padded, 2, n + 1) - slopes(0, n + 1)[0]
     c = cut(courant, 3, n + 1)
     edge = jnp.where(c > 0, below, jnp.where(c < 0, above, 0.5 * (below + above)))
     return unpad(g_padded)[0], cut(g_flux, 3, n + 1) * edge
