@@ -133,8 +133,11 @@ def euler_step(field: AbstractField, l: Array, x: Array) -> Array:
 class NeuralEulerStep(AbstractAdjointStep):
     """One layer x ← x + Δt σ(W_l x + b_l [+ β x̄]) + sqrt(2 Δt K(x)) ξ_l on particles x of shape (d, c).
 
-    Per-layer inputs ``(W_l, b_l, l)``; shared inputs ``(key, consts)`` with K(x) =
-    ``diffusion(xᵀ, *consts)``. :meth:`backward` is the exact adjoint of :meth:`forward`.
+    Per-layer inputs ``(W_l, b_l, l)``, and for :meth:`backward` W_lᵀ as a fourth, stored transposed:
+    given W_l's transpose, XLA's CPU backend folded it into the product W_lᵀ s, which then left its fast
+    (YNNPACK) matrix product (d = 16: 12.8 against 5.5 µs a product of 1000 particles, profiled; the
+    discrete gradient 574 → 530 ms at n = 10⁵, bitwise the same). Shared inputs ``(key, consts)`` with
+    K(x) = ``diffusion(xᵀ, *consts)``. :meth:`backward` is the exact adjoint of :meth:`forward`.
     """
 
     activation: str = eqx.field(static=True)
@@ -152,7 +155,7 @@ class NeuralEulerStep(AbstractAdjointStep):
         return jnp.sqrt(2.0 * self.dt * _diffusion_at(self.diffusion, consts, x.T).T) * xi
 
     def forward(self, x: Array, xs_l: PyTree, shared: PyTree) -> tuple[Array, PyTree]:
-        W_l, b_l, l = xs_l
+        W_l, b_l, l = xs_l[:3]
         sigma = get_activation(self.activation)
         z = self._pre_activation(W_l, b_l, x)
         x_next = x + self.dt * sigma.fn(z)
@@ -165,11 +168,11 @@ class NeuralEulerStep(AbstractAdjointStep):
     def backward(
         self, x: Array, residual: PyTree, p: Array, xs_l: PyTree, shared: PyTree
     ) -> tuple[Array, PyTree, PyTree]:
-        W_l, _, _ = xs_l
+        W_l, WT_l = xs_l[0], xs_l[3]
         _, consts = shared
         sigma_prime, xi = (residual, None) if self.diffusion is None else residual
         s = sigma_prime * p
-        p_prev = p + self.dt * (W_l.T @ s)
+        p_prev = p + self.dt * (WT_l @ s)
         if self.feedback is not None:
             p_prev = p_prev + self.dt * self.feedback * jnp.mean(s, axis=1, keepdims=True)
         d_consts = ()
@@ -181,7 +184,7 @@ class NeuralEulerStep(AbstractAdjointStep):
         # a contraction over the particles: replicated (named only where shardings are types)
         d_W = (self.dt * jnp.matmul(s, x.T, out_sharding=replicated_spec(x, 2))).astype(W_l.dtype)
         d_b = (self.dt * jnp.sum(s, axis=1)).astype(W_l.dtype)
-        return p_prev, (d_W, d_b, None), (None, d_consts)
+        return p_prev, (d_W, d_b, None, jnp.zeros_like(WT_l)), (None, d_consts)  # Wᵀ: a layout only
 
 
 def _backward_blocks(n: int, d: int, separable: bool) -> int:
@@ -228,6 +231,8 @@ def _neural_flow(field: NeuralField, x0, diffusion, consts, key, adjoint):
         return checkpointed_scan(lambda y, xs_l: step.forward(y, xs_l, shared)[0], x, xs, adjoint=adjoint)
 
     xs = (field.W, field.b, jnp.arange(field.num_layers))
+    if adjoint == "discrete":  # the reverse step's W_lᵀ; the gradient reaches W through W_l alone
+        xs = (*xs, jax.lax.stop_gradient(jnp.swapaxes(field.W, 1, 2)))
     return x0.T, xs, flow, lambda x: x.T
 
 
