@@ -27,7 +27,8 @@ split across threads nor vectorised.
 
 Gradients (``adjoint=``, see :mod:`meanfield_jax.adjoint`); all three give the same numbers:
 
-* ``"checkpointed"`` (default): reverse mode through ``jax.checkpoint``-ed segments of ≈ √L layers:
+* ``"checkpointed"`` (default): reverse mode through ``jax.checkpoint``-ed segments of ≈ √L layers, each
+  layer under ``jax.checkpoint`` as well (a segment stores its layers' inputs, not their intermediates):
   about 2√L stored states whatever the depth, and it composes with every JAX transformation (forward
   mode, ``jax.hessian``, ``vmap``).
 * ``"discrete"``: the hand-written discrete adjoint of the Euler steps (a ``jax.custom_vjp``),
@@ -218,6 +219,17 @@ def _noise_rows_extend(key) -> bool:
     return partitionable and str(jax.random.key_impl(key)) == "threefry2x32"
 
 
+def _layerwise(layer: Callable, adjoint: str) -> Callable:
+    """``layer`` under ``jax.checkpoint`` for ``adjoint="checkpointed"``: reverse mode then stores only each
+    layer's input within a segment and recomputes the layer's activation when it steps back through it,
+    instead of storing its intermediates (here three arrays of the particles' size per layer). Measured,
+    L = 100, float32, one process, bitwise the same gradients: n = 10⁶, d = 1 307 → 190 ms; n = 10⁵, d = 1
+    25.5 → 17.4 ms, d = 4 143 → 99 ms, d = 16 736 → 552 ms; n = 10⁴ 5–10 % faster; the gradient's
+    temporary memory about halved (n = 10⁵, d = 16 269 → 147 MiB). Not for other fields: the width-varying
+    AutoencODE's gradient became 8–11 % slower (with a third of the memory)."""
+    return jax.checkpoint(layer, prevent_cse=False) if adjoint == "checkpointed" else layer
+
+
 def _neural_flow(field: NeuralField, x0, diffusion, consts, key, adjoint):
     """State (particle-last, (d, n)), per-layer inputs, flow over layers and back-conversion to (n, d)."""
     step = NeuralEulerStep(field.activation, field.dt, field.feedback, diffusion)
@@ -228,7 +240,8 @@ def _neural_flow(field: NeuralField, x0, diffusion, consts, key, adjoint):
     def flow(x, xs):
         if adjoint == "discrete":
             return adjoint_scan(step, x, xs, shared, blocks)
-        return checkpointed_scan(lambda y, xs_l: step.forward(y, xs_l, shared)[0], x, xs, adjoint=adjoint)
+        return checkpointed_scan(_layerwise(lambda y, xs_l: step.forward(y, xs_l, shared)[0], adjoint), x, xs,
+                                 adjoint=adjoint)
 
     xs = (field.W, field.b, jnp.arange(field.num_layers))
     if adjoint == "discrete":  # the reverse step's W_lᵀ; the gradient reaches W through W_l alone
