@@ -313,6 +313,17 @@ def gradient_temp_bytes(adjoint, layers, n=16, d=2):
     return grad.lower(W, b, x0).compile().memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.parametrize("d", [1, 4])
+def test_default_adjoint_stores_one_state_per_layer_of_a_segment(d):
+    """100 layers, segments of 10: 10 checkpoints, then the 10 inputs of one segment's layers (each layer is
+    checkpointed too, so no intermediates of it are kept) and a few states in flight: 23-24 states measured,
+    44 with the layers' intermediates stored."""
+    n = 4096
+    _, _, x0 = problem(d, layers=100, n=n)
+    states = gradient_temp_bytes("checkpointed", 100, n=n, d=d) / (n * d * x0.dtype.itemsize)
+    assert states < 30, states
+
+
 def test_discrete_adjoint_memory_grows_like_the_square_root_of_the_depth():
     """10x the layers: about √10 ≈ 3.2x the stored states (ratio < 4), where storing all is ~10x."""
     shallow, deep = 16, 160
