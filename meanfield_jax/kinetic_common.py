@@ -62,7 +62,9 @@ __all__ = [
     "steps_per_save_interval",
     "validate_density",
     "validate_field_and_grid",
+    "wall_faces",
     "wall_masses",
+    "with_wall_faces",
 ]
 
 BOUNDARIES = ("outflow", "zero_flux", "periodic")
@@ -227,14 +229,36 @@ def density_mean(f: Array, grid: Grid1D | Grid2D) -> Array:
     return jnp.where(mass > 0, jnp.stack(first) / safe, centre)
 
 
-def _with_walls(v: Array, axis: int, boundary: str) -> Array:
-    """Face values along ``axis`` with the wall condition: zero on zero-flux walls, wrapped when periodic."""
-    v = jnp.moveaxis(v, axis, 0)
+def wall_faces(
+    first: Array,
+    last: Array,
+    boundary: str,
+    walls: tuple[ArrayLike, ArrayLike] = (True, True),
+    wrap: Callable[[Array], Array] = lambda first: first,
+) -> tuple[Array | None, Array | None]:
+    """The wall condition on the normal velocity of an axis's first and last faces: their new values, None
+    for a face that keeps its own. Zero on a zero-flux wall; on a periodic axis the last face is the first
+    (its values ``wrap(first)``: on a grid split over devices, the first face of the next block); nothing at
+    an outflow wall. ``walls`` tells whether each face is a wall of the domain (a block of a split grid has
+    inner faces). An unchanged face is not written back: XLA keeps such a write, which stops it fusing the
+    velocity's evaluation into its readers."""
     if boundary == "zero_flux":
-        v = v.at[0].set(0.0).at[-1].set(0.0)
-    elif boundary == "periodic":
-        v = v.at[-1].set(v[0])
-    return jnp.moveaxis(v, 0, axis)
+        return jnp.where(walls[0], 0.0, first), jnp.where(walls[1], 0.0, last)
+    if boundary == "periodic":
+        return None, wrap(first)
+    return None, None
+
+
+def with_wall_faces(v: Array, boundary: str, **options) -> Array:
+    """Face values along the first axis with :func:`wall_faces` applied to its first and last entries."""
+    first, last = wall_faces(v[0], v[-1], boundary, **options)
+    v = v if first is None else v.at[0].set(first)
+    return v if last is None else v.at[-1].set(last)
+
+
+def _with_walls(v: Array, axis: int, boundary: str) -> Array:
+    """Face values along ``axis`` with the wall condition of :func:`wall_faces`."""
+    return jnp.moveaxis(with_wall_faces(jnp.moveaxis(v, axis, 0), boundary), 0, axis)
 
 
 def face_velocities(
@@ -271,11 +295,10 @@ def cell_face_velocities(
             return field.layer_velocity_on_mesh(l, coords, a, mean)
 
         upper, lower = on(ax.faces[1:]), on(ax.faces[:-1])
-        first, last = (slice(None),) * a + (0,), (slice(None),) * a + (-1,)
-        if boundary == "zero_flux":
-            upper, lower = upper.at[last].set(0.0), lower.at[first].set(0.0)
-        elif boundary == "periodic":  # face n is face 0
-            upper = upper.at[last].set(lower[first])
+        first, last = (slice(None),) * a + (0,), (slice(None),) * a + (-1,)  # faces 0 and n
+        first_face, last_face = wall_faces(lower[first], upper[last], boundary)
+        lower = lower if first_face is None else lower.at[first].set(first_face)
+        upper = upper if last_face is None else upper.at[last].set(last_face)
         out.append((upper, lower))
     return tuple(out)
 

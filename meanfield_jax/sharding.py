@@ -57,6 +57,7 @@ from .kinetic_common import (
     ssp_rk_step,
     validate_field_and_grid,
     wall_masses,
+    with_wall_faces,
 )
 from .kinetic_common import _with_walls as with_walls
 from .solution import KineticSolution
@@ -173,13 +174,13 @@ def _halo_rows(f: Array, k: Array, axis: str, parts: int, boundary: str) -> Arra
 
 
 def _x_face_velocity(u: Array, k: Array, axis: str, parts: int, boundary: str) -> Array:
-    """The x-face velocities of a block (rows + 1, ny) with the global walls' conditions."""
-    if boundary == "zero_flux":
-        u = u.at[0].set(jnp.where(k == 0, 0.0, u[0]))
-        u = u.at[-1].set(jnp.where(k == parts - 1, 0.0, u[-1]))
-    elif boundary == "periodic":  # the top face is the bottom face of the block above; the wrap face F(x_lo)
-        u = u.at[-1].set(jax.lax.ppermute(u[0], axis, _ring(parts, -1)))
-    return u
+    """The x-face velocities of a block (rows + 1, ny) with the global walls' conditions: a block's first
+    and last faces are walls only at the ends of the grid; on a periodic axis its top face is the bottom
+    face of the block above (for the last block, the wrap face F(x_lo))."""
+    def from_block_above(first: Array) -> Array:
+        return jax.lax.ppermute(first, axis, _ring(parts, -1))
+
+    return with_wall_faces(u, boundary, walls=(k == 0, k == parts - 1), wrap=from_block_above)
 
 
 def _sharded_rhs(field: AbstractField, grid: Grid2D, config: _Config, mesh: Mesh, axis: str):
