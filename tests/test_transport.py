@@ -13,6 +13,7 @@ import pytest
 from scipy.linalg import expm
 
 import meanfield_jax as mfj
+from meanfield_jax.kinetic_common import cell_face_velocities, face_velocities
 from meanfield_jax.reconstruction import LIMITERS, cweno3, muscl, piecewise_constant
 from meanfield_jax.transport import CFL_LIMITS, solve_vlasov, upwind_flux
 
@@ -555,3 +556,24 @@ def test_cell_face_velocities_and_the_cfl_rate_bound(boundary, d):
             rate = rate + np.moveaxis(np.maximum(v[1:], 0) + np.maximum(-v[:-1], 0), 0, a) / ax.dx
         expected_bound = max(expected_bound, rate.max())
     np.testing.assert_allclose(advection_rate_bound(field, grid, boundary), expected_bound, rtol=1e-14)
+
+
+@pytest.mark.parametrize("boundary", ["outflow", "zero_flux", "periodic"])
+def test_wall_conditions_on_the_face_velocities_agree_between_the_face_arrays_and_the_cell_faces(boundary):
+    """The 2-D face arrays (the step's) and each cell's upper and lower faces (the rate bound's) follow one
+    wall rule: zero on zero-flux walls, the last face equal to the first on a periodic axis, the drift
+    itself at outflow walls; interior faces are the drift wherever the walls are."""
+    grid = mfj.Grid2D((-2.0, 2.0, 6), (-1.0, 3.0, 4))
+    field = mfj.NeuralField(jnp.array([[0.7, -1.1], [0.4, 0.9]]), jnp.array([0.3, -0.2]), activation="tanh")
+    faces = face_velocities(field, 0, grid, boundary)
+    free = face_velocities(field, 0, grid, "outflow")
+    cells = cell_face_velocities(field, 0, grid, boundary)
+    for a, (v, v_free, (upper, lower)) in enumerate(zip(faces, free, cells)):
+        v, v_free = np.moveaxis(np.asarray(v), a, 0), np.moveaxis(np.asarray(v_free), a, 0)
+        np.testing.assert_array_equal(v[1:-1], v_free[1:-1])
+        expected_ends = {"outflow": (v_free[0], v_free[-1]), "zero_flux": (0.0 * v_free[0], 0.0 * v_free[-1]),
+                         "periodic": (v_free[0], v_free[0])}[boundary]
+        np.testing.assert_array_equal(v[0], expected_ends[0])
+        np.testing.assert_array_equal(v[-1], expected_ends[1])
+        np.testing.assert_array_equal(np.moveaxis(np.asarray(upper), a, 0), v[1:])
+        np.testing.assert_array_equal(np.moveaxis(np.asarray(lower), a, 0), v[:-1])
