@@ -249,16 +249,19 @@ def wall_faces(
     return None, None
 
 
-def with_wall_faces(v: Array, boundary: str, **options) -> Array:
-    """Face values along the first axis with :func:`wall_faces` applied to its first and last entries."""
-    first, last = wall_faces(v[0], v[-1], boundary, **options)
+def with_wall_faces(
+    v: Array,
+    boundary: str,
+    axis: int = 0,
+    walls: tuple[ArrayLike, ArrayLike] = (True, True),
+    wrap: Callable[[Array], Array] = lambda first: first,
+) -> Array:
+    """Face values along ``axis`` with :func:`wall_faces` applied to its first and last entries."""
+    v = jnp.moveaxis(v, axis, 0)
+    first, last = wall_faces(v[0], v[-1], boundary, walls, wrap)
     v = v if first is None else v.at[0].set(first)
-    return v if last is None else v.at[-1].set(last)
-
-
-def _with_walls(v: Array, axis: int, boundary: str) -> Array:
-    """Face values along ``axis`` with the wall condition of :func:`wall_faces`."""
-    return jnp.moveaxis(with_wall_faces(jnp.moveaxis(v, axis, 0), boundary), 0, axis)
+    v = v if last is None else v.at[-1].set(last)
+    return jnp.moveaxis(v, 0, axis)
 
 
 def face_velocities(
@@ -270,7 +273,7 @@ def face_velocities(
     out = []
     for a in range(len(axes)):
         coords = [ax.faces if b == a else ax.x for b, ax in enumerate(axes)]
-        out.append(_with_walls(field.layer_velocity_on_mesh(l, coords, a, mean), a, boundary))
+        out.append(with_wall_faces(field.layer_velocity_on_mesh(l, coords, a, mean), boundary, a))
     return tuple(out)
 
 

@@ -59,7 +59,6 @@ from .kinetic_common import (
     wall_masses,
     with_wall_faces,
 )
-from .kinetic_common import _with_walls as with_walls
 from .solution import KineticSolution
 from .timestepping import integrate
 from .transport import (
@@ -196,7 +195,7 @@ def _sharded_rhs(field: AbstractField, grid: Grid2D, config: _Config, mesh: Mesh
         block = _block(grid, k * rows, rows)
         u, v = face_velocities(field, layer, block, "outflow", mean)  # walls applied below
         u = _x_face_velocity(u, k, axis, parts, config.boundary)
-        u, v = courant_velocities((u, with_walls(v, 1, config.boundary)), grid, dt)
+        u, v = courant_velocities((u, with_wall_faces(v, config.boundary, 1)), grid, dt)
         extended = _halo_rows(f, k, axis, parts, config.boundary)
         u_extended = pad_axis(u, 0, HALO, HALO)  # faces of the halo rows: their fluxes are dropped
         flux_x = upwind_flux(extended, u_extended, 0, config.scheme, config.limiter, config.boundary, grid.dx)
