@@ -25,6 +25,13 @@ each peer, the agreement of the outputs, and the fraction of this machine's comp
 (``common.compute_limits``) reached by our forward pass.
 A depth scan (L = 10, 100, 1000 at one n, d = 2) gives time and gradient memory against the depth.
 
+Stochastic ResNet (Euler–Maruyama, x_{l+1} = x_l + Δt tanh(W_l x_l + b_l) + sqrt(2 K Δt) ξ_l, K = 0.05,
+ξ_l = ``normal(fold_in(key, l), (n, d))``), n up to 10⁵: ours with ``diffusion=K, key=key`` against diffrax's
+``Euler()`` on ``MultiTerm(ODETerm(F), ControlTerm(G, noise))`` in the (d, n) layout, G the diagonal
+``lineax.DiagonalLinearOperator`` of sqrt(2K) and the control a path that replays the same ξ_l (so both
+integrate the same sample path, and their outputs are compared); forward and gradient (default adjoints as
+above; our discrete adjoint replays ξ_l from the key).
+
 Run ``python benchmarks/particles.py [--quick] [--d 2] [--n 10000 100000] [--repeats 5]``; the results go to
 ``benchmarks/results/particles[-quick]-<UTC time>.json`` with a log–log plot next to it (never overwritten).
 """
@@ -38,6 +45,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import functools
 import itertools
 import sys
 import time
@@ -72,6 +80,8 @@ GOALS = {
     "gradient_memory_growth_for_10x_depth_below": 3.0,
 }
 BUDGET_S = 10.0  # timed rounds per group of implementations: as many as fit (at least --repeats, at most 50)
+DIFFUSION = 0.05  # K of the stochastic cases
+STOCHASTIC_MAX_N = 10**5  # the stochastic cases take the main grid's n up to this
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,45 @@ def ours_gradient(adjoint: str):
     return jax.grad(lambda field, x: loss(mfj.resnet_forward(field, x, adjoint=adjoint), -1))
 
 
-def diffrax_solve(W: jax.Array, b: jax.Array, y0: jax.Array, particles_last: bool) -> jax.Array:
+def ours_stochastic_forward(field: mfj.NeuralField, x: jax.Array, key: jax.Array) -> jax.Array:
+    return mfj.resnet_forward(field, x, diffusion=DIFFUSION, key=key)
+
+
+def ours_stochastic_gradient(adjoint: str):
+    def J(field, x, key):
+        return loss(mfj.resnet_forward(field, x, diffusion=DIFFUSION, key=key, adjoint=adjoint), -1)
+
+    return jax.grad(J)
+
+
+@functools.cache
+def _replayed_noise():
+    """diffrax's control for the stochastic cases: the increment over [t0, t1] of layer l = round(t0 / Δt)
+    is sqrt(t1 − t0) ξ_l with our draw ξ_l = ``normal(fold_in(key, l), (n, d))``, handed over in the (d, n)
+    layout (a class made on first use: diffrax is an optional dependency)."""
+    import diffrax
+    import equinox as eqx
+
+    class ReplayedNoise(diffrax.AbstractPath):
+        key: jax.Array
+        shape: tuple[int, int] = eqx.field(static=True)  # (d, n)
+        dt: float = eqx.field(static=True)
+        t0: float = eqx.field(static=True, default=0.0)
+        t1: float = eqx.field(static=True, default=T)
+
+        def evaluate(self, t0, t1=None, left=True):
+            del left
+            l = jnp.round(t0 / self.dt).astype(jnp.int32)
+            xi = jax.random.normal(jax.random.fold_in(self.key, l), self.shape[::-1], jnp.float32).T
+            return jnp.sqrt(t1 - t0).astype(xi.dtype) * xi
+
+    return ReplayedNoise
+
+
+def diffrax_solve(
+    W: jax.Array, b: jax.Array, y0: jax.Array, particles_last: bool, key: jax.Array | None = None
+) -> jax.Array:
+    """diffrax's Euler: the ODE, or with ``key`` (particles last only) the SDE with K = DIFFUSION."""
     import diffrax
 
     layers = W.shape[0]
@@ -120,8 +168,19 @@ def diffrax_solve(W: jax.Array, b: jax.Array, y0: jax.Array, particles_last: boo
             return jnp.tanh(W[l] @ y + b[l][:, None])
         return jnp.tanh(y @ W[l].T + b[l][None, :])
 
+    terms = diffrax.ODETerm(velocity)
+    if key is not None:
+        import lineax
+
+        scale = jnp.sqrt(2.0 * DIFFUSION).astype(y0.dtype)
+        noise = _replayed_noise()(key, y0.shape, dt)
+
+        def diagonal(t, y, args):
+            return lineax.DiagonalLinearOperator(jnp.full_like(y, scale))
+
+        terms = diffrax.MultiTerm(terms, diffrax.ControlTerm(diagonal, noise))
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(velocity), diffrax.Euler(), t0=0.0, t1=T, dt0=dt, y0=y0, args=(W, b),
+        terms, diffrax.Euler(), t0=0.0, t1=T, dt0=dt, y0=y0, args=(W, b),
         stepsize_controller=diffrax.ConstantStepSize(), max_steps=layers,
     )
     return solution.ys[-1]
@@ -130,6 +189,10 @@ def diffrax_solve(W: jax.Array, b: jax.Array, y0: jax.Array, particles_last: boo
 def diffrax_gradient(particles_last: bool):
     feature_axis = 0 if particles_last else -1
     return jax.grad(lambda W, b, y0: loss(diffrax_solve(W, b, y0, particles_last), feature_axis), (0, 1))
+
+
+def diffrax_stochastic_gradient():
+    return jax.grad(lambda W, b, y0, key: loss(diffrax_solve(W, b, y0, True, key), 0), (0, 1))
 
 
 def numpy_forward(W: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -228,6 +291,66 @@ def run_case(case: Case, repeats: int, limits: dict, numpy_peer: bool = True) ->
     }
 
 
+def run_stochastic_case(case: Case, repeats: int) -> dict:
+    """The stochastic ResNet against diffrax's Euler–Maruyama on one sample path: forward and gradient."""
+    W, b, x = problem(case)
+    key = jax.random.PRNGKey(1)
+    field = mfj.NeuralField(W, b, activation="tanh", T=T)
+    x_dn = jnp.asarray(x.T)
+    forward, compiled, y = time_compiled_interleaved(
+        {
+            "ours": (ours_stochastic_forward, (field, x, key)),
+            "diffrax_particles_last": (
+                lambda W, b, y, key: diffrax_solve(W, b, y, True, key), (W, b, x_dn, key)
+            ),
+        },
+        repeats,
+        BUDGET_S,
+    )
+    memory = {"ours_forward": xla_memory(compiled["ours"])}
+    grad, compiled, g = time_compiled_interleaved(
+        {
+            "ours_discrete": (ours_stochastic_gradient("discrete"), (field, x, key)),
+            "ours_checkpointed": (ours_stochastic_gradient("checkpointed"), (field, x, key)),
+            "diffrax_particles_last": (diffrax_stochastic_gradient(), (W, b, x_dn, key)),
+        },
+        repeats,
+        BUDGET_S,
+    )
+    memory.update({f"{name}_gradient": xla_memory(exe) for name, exe in compiled.items()})
+    reference = g["diffrax_particles_last"][0]
+    agreement = {
+        "forward_max_abs_diff_diffrax": float(jnp.max(jnp.abs(y["ours"] - y["diffrax_particles_last"].T))),
+        "gradient_W_max_rel_diff_diffrax": float(
+            jnp.max(jnp.abs(g["ours_discrete"].W - reference)) / jnp.max(jnp.abs(reference))
+        ),
+    }
+    t = {name: v["median_s"] for name, v in forward.items()}
+    tg = {name: v["median_s"] for name, v in grad.items()}
+    return {
+        **asdict(case),
+        "diffusion": DIFFUSION,
+        "particle_steps": case.particle_steps,
+        "forward": forward,
+        "gradient": grad,
+        "particle_steps_per_s": {
+            **{name: _rate(case, v) for name, v in forward.items()},
+            **{f"{name}_gradient": _rate(case, v) for name, v in grad.items()},
+        },
+        "memory": memory,
+        "ratios": {
+            "forward_time_over_diffrax_particles_last": t["ours"] / t["diffrax_particles_last"],
+            "gradient_speedup_discrete_vs_diffrax": tg["diffrax_particles_last"] / tg["ours_discrete"],
+            "gradient_speedup_checkpointed_vs_diffrax": (
+                tg["diffrax_particles_last"] / tg["ours_checkpointed"]
+            ),
+            "gradient_to_forward_discrete": tg["ours_discrete"] / t["ours"],
+            "gradient_to_forward_checkpointed": tg["ours_checkpointed"] / t["ours"],
+        },
+        "agreement": agreement,
+    }
+
+
 def run_depth_scan(n: int, d: int, depths: list[int], repeats: int) -> dict:
     """Time and gradient working memory against the depth L at fixed n and d."""
     rows = []
@@ -269,9 +392,9 @@ def run_depth_scan(n: int, d: int, depths: list[int], repeats: int) -> dict:
 
 
 # ---- summary, plot, main ----------------------------------------------------------------------------------
-def goals(results: list[dict], depth_scan: dict | None) -> dict:
-    def worst(key, pick):
-        values = [r["ratios"][key] for r in results if key in r["ratios"]]
+def goals(results: list[dict], depth_scan: dict | None, stochastic: list[dict] = ()) -> dict:
+    def worst(key, pick, rows=results):
+        values = [r["ratios"][key] for r in rows if key in r["ratios"]]
         return pick(values) if values else None
 
     summary = {
@@ -287,6 +410,13 @@ def goals(results: list[dict], depth_scan: dict | None) -> dict:
     if depth_scan is not None and depth_scan["gradient_temp_memory_growth"]:
         summary["gradient_memory_growth_for_10x_depth_max"] = max(
             g["ours_discrete_gradient"] for g in depth_scan["gradient_temp_memory_growth"].values()
+        )
+    if stochastic:
+        summary["stochastic_gradient_speedup_discrete_vs_diffrax_min"] = worst(
+            "gradient_speedup_discrete_vs_diffrax", min, stochastic
+        )
+        summary["stochastic_gradient_to_forward_discrete_max"] = worst(
+            "gradient_to_forward_discrete", max, stochastic
         )
     met = {
         "forward_within_5_percent_of_diffrax": summary["forward_time_over_diffrax_particles_last_max"]
@@ -307,6 +437,14 @@ def goals(results: list[dict], depth_scan: dict | None) -> dict:
             summary["gradient_memory_growth_for_10x_depth_max"]
             < GOALS["gradient_memory_growth_for_10x_depth_below"]
         )
+    if stochastic:
+        met["stochastic_gradient_vs_diffrax"] = (
+            summary["stochastic_gradient_speedup_discrete_vs_diffrax_min"]
+            >= GOALS["gradient_speedup_vs_diffrax_at_least"]
+        )
+        met["stochastic_gradient_to_forward"] = (
+            summary["stochastic_gradient_to_forward_discrete_max"] <= GOALS["gradient_to_forward_at_most"]
+        )
     return {"targets": GOALS, **summary, "met": met}
 
 
@@ -321,8 +459,15 @@ SERIES = {
 }
 
 
-def plot(results: list[dict], depth_scan: dict | None, path: Path) -> None:
-    """Log–log wall time against n (one panel per d) and against the depth L."""
+STOCHASTIC_SERIES = {
+    "ours stochastic gradient (discrete)": ("gradient", "ours_discrete", "x:"),
+    "diffrax (d, n) stochastic gradient": ("gradient", "diffrax_particles_last", "+:"),
+}
+
+
+def plot(results: list[dict], depth_scan: dict | None, path: Path, stochastic: list[dict] = ()) -> None:
+    """Log–log wall time against n (one panel per d, the stochastic gradients dotted) and against the
+    depth L."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,10 +478,12 @@ def plot(results: list[dict], depth_scan: dict | None, path: Path) -> None:
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8), squeeze=False)
     for ax, d in zip(axes[0], dims):
         rows = sorted((r for r in results if r["d"] == d), key=lambda r: r["n"])
-        for label, (kind, name, style) in SERIES.items():
-            points = [(r["n"], r[kind][name]["median_s"]) for r in rows if name in r[kind]]
-            if points:
-                ax.loglog(*zip(*points), style, label=label, markersize=4)
+        noisy = sorted((r for r in stochastic if r["d"] == d), key=lambda r: r["n"])
+        for series, table in ((SERIES, rows), (STOCHASTIC_SERIES, noisy)):
+            for label, (kind, name, style) in series.items():
+                points = [(r["n"], r[kind][name]["median_s"]) for r in table if name in r[kind]]
+                if points:
+                    ax.loglog(*zip(*points), style, label=label, markersize=4)
         label_loglog_axes(ax, f"d = {d}, L = {rows[0]['layers']}", "particles n", "wall time [s]",
                           legend=False)
     axes[0][0].legend(fontsize=7)
@@ -370,6 +517,17 @@ def _summary_line(r: dict) -> str:
     )
 
 
+def _stochastic_summary_line(r: dict) -> str:
+    q = r["ratios"]
+    return (
+        f"stochastic n={r['n']:>8d} d={r['d']:>2d}: forward time/diffrax "
+        f"{q['forward_time_over_diffrax_particles_last']:.2f}; gradient vs diffrax "
+        f"x{q['gradient_speedup_discrete_vs_diffrax']:.2f} (checkpointed "
+        f"x{q['gradient_speedup_checkpointed_vs_diffrax']:.2f}), grad/fwd "
+        f"{q['gradient_to_forward_discrete']:.2f}"
+    )
+
+
 def cases(quick: bool, ns: list[int] | None, ds: list[int] | None, layers: int) -> list[Case]:
     ns = ns or ([10**4, 10**5] if quick else [10**4, 10**5, 10**6])
     ds = ds or ([1, 2, 16] if quick else [1, 2, 4, 16])
@@ -386,6 +544,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--depth-scan-n", type=int, default=None, help="particles in the depth scan")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up")
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy loop")
+    parser.add_argument("--no-stochastic", action="store_true", help="skip the stochastic ResNet cases")
     args = parser.parse_args(argv)
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     given = [("--repeats", repeats), ("--layers", args.layers)]
@@ -410,14 +569,21 @@ def main(argv: list[str] | None = None) -> Path:
         result = run_case(case, repeats, limits, numpy_peer=not args.no_numpy)
         payload["results"].append(result)
         print(_summary_line(result), flush=True)
+    stochastic = []
+    if not args.no_stochastic:
+        for case in cases(args.quick, args.n, args.d, args.layers):
+            if case.n <= STOCHASTIC_MAX_N:
+                stochastic.append(run_stochastic_case(case, repeats))
+                print(_stochastic_summary_line(stochastic[-1]), flush=True)
+    payload["stochastic"] = stochastic
     depth_scan = None
     if args.depths:
         n = args.depth_scan_n or (10**4 if args.quick else 10**5)
         depth_scan = run_depth_scan(n, 2, sorted(args.depths), repeats)
     payload["depth_scan"] = depth_scan
-    payload["goals"] = goals(payload["results"], depth_scan)
+    payload["goals"] = goals(payload["results"], depth_scan, stochastic)
     path = save_payload(payload, started)
-    plot(payload["results"], depth_scan, path.with_suffix(".png"))
+    plot(payload["results"], depth_scan, path.with_suffix(".png"), stochastic)
     print(f"goals: {payload['goals']['met']}")
     print(f"wrote {path} and {path.with_suffix('.png').name}")
     return path
