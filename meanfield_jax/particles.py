@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
+from . import threefry
 from .activations import get_activation
 from .adjoint import (
     AbstractAdjointStep,
@@ -116,12 +117,13 @@ def _diffusion_at(diffusion: Callable, consts: tuple, x: Array) -> Array:
 
 
 def layer_noise(key: PRNGKeyArray, l: ArrayLike, n: int, d: int, dtype, out_sharding=None) -> Array:
-    """ξ_l ~ N(0, I) of shape (n, d): ``normal(fold_in(key, l))``, independent of the depth L.
+    """ξ_l ~ N(0, I) of shape (n, d): ``jax.random.normal(fold_in(key, l), (n, d))``, independent of the
+    depth L; drawn by :func:`meanfield_jax.threefry.normal` (the same values, one fused kernel on CPU).
 
     ``out_sharding`` lays the draw out like the particles where shardings are types (explicit mesh axes);
     JAX's partitionable threefry gives every value the same bits wherever it is drawn.
     """
-    return jax.random.normal(jax.random.fold_in(key, l), (n, d), dtype, out_sharding=out_sharding)
+    return threefry.normal(jax.random.fold_in(key, l), (n, d), dtype, out_sharding=out_sharding)
 
 
 def euler_step(field: AbstractField, l: Array, x: Array) -> Array:
