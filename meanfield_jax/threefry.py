@@ -10,7 +10,8 @@ index m of ``jax.random.normal(key, shape, dtype)`` is
 
 Threefry-2x32₂₀ being Salmon et al.'s counter-based hash (SC'11): 20 rounds of x₀ ← x₀ + x₁,
 x₁ ← rotl(x₁, r) ⊕ x₀ with rotations (13, 15, 26, 6) and (17, 29, 16, 24) in alternate groups of four,
-and the key schedule (k₁, k₂, k₁ ⊕ k₂ ⊕ 0x1BD11BDA) injected after every group.
+the key schedule (k₁, k₂, k₁ ⊕ k₂ ⊕ 0x1BD11BDA) injected before the first round and after every group
+(rotated by one word each time, with the group's count 1, …, 5 added to x₁).
 
 On CPU JAX lowers the hash as a loop of five iterations, each a kernel that writes both words to memory;
 written out here, XLA fuses the whole draw, from the index to ξ, into one elementwise kernel. The same
@@ -63,9 +64,12 @@ def _flat_index(shape: tuple[int, ...]) -> Array:
 
 
 def _fused(key: PRNGKeyArray, shape: tuple[int, ...], dtype, out_sharding) -> bool:
-    """Whether :func:`normal` draws by the written-out hash (see the module docstring)."""
+    """Whether :func:`normal` draws by the written-out hash (see the module docstring): a single key
+    (JAX's error for a batch of keys is kept)."""
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     return (
         jax.default_backend() == "cpu"
+        and jnp.shape(key) == (() if typed else (2,))
         and out_sharding is None
         and bool(jax.config.jax_threefry_partitionable)
         and str(jax.random.key_impl(key)) == "threefry2x32"
@@ -74,10 +78,11 @@ def _fused(key: PRNGKeyArray, shape: tuple[int, ...], dtype, out_sharding) -> bo
     )
 
 
-def normal(key: PRNGKeyArray, shape: tuple[int, ...], dtype=np.float32, out_sharding=None) -> Array:
+def normal(key: PRNGKeyArray, shape: int | tuple[int, ...] = (), dtype=None, out_sharding=None) -> Array:
     """``jax.random.normal(key, shape, dtype, out_sharding=out_sharding)``, bit for bit, by one fused
-    kernel on CPU (see the module docstring)."""
-    shape, dtype = tuple(shape), jax.dtypes.canonicalize_dtype(dtype)
+    kernel on CPU (see the module docstring); dtype None is JAX's default float."""
+    shape = tuple(shape) if np.iterable(shape) else (int(shape),)
+    dtype = jax.dtypes.canonicalize_dtype(float if dtype is None else dtype)
     if not _fused(key, shape, dtype, out_sharding):
         return jax.random.normal(key, shape, dtype, out_sharding=out_sharding)
     words = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key

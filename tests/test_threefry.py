@@ -39,6 +39,26 @@ def test_normal_is_jax_random_normal_bit_for_bit(x64, shape):
             np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
 
 
+def test_default_dtype_int_shape_and_vmap_over_keys():
+    key = jax.random.PRNGKey(4)
+    for x64 in (False, True):
+        with jax.enable_x64(x64):
+            ours, theirs = threefry.normal(key, 1000), jax.random.normal(key, 1000)
+            assert ours.dtype == theirs.dtype
+            np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    for keys in (jax.random.split(key, 3), jax.random.split(jax.random.key(4), 3)):
+        ours = jax.vmap(lambda k: threefry.normal(k, (50, 2)))(keys)
+        theirs = jax.vmap(lambda k: jax.random.normal(k, (50, 2)))(keys)
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+def test_a_batch_of_keys_gets_jax_error():
+    for keys in (jax.random.split(jax.random.PRNGKey(0), 3), jax.random.split(jax.random.key(0), 3)):
+        assert not threefry._fused(keys, (4, 2), jnp.dtype(jnp.float32), None)
+        with pytest.raises((TypeError, ValueError)):
+            threefry.normal(keys, (4, 2))
+
+
 def test_other_keys_and_explicit_shardings_go_to_jax():
     rbg = jax.random.key(0, impl="rbg")  # its values may change between compilations: not compared
     assert not threefry._fused(rbg, (10,), jnp.dtype(jnp.float32), None)
@@ -46,3 +66,6 @@ def test_other_keys_and_explicit_shardings_go_to_jax():
     key = jax.random.PRNGKey(0)
     assert not threefry._fused(key, (10,), jnp.dtype(jnp.float32), object())
     assert not threefry._fused(key, (10,), jnp.dtype(jnp.bfloat16), None)
+    with jax.threefry_partitionable(False):
+        assert not threefry._fused(key, (10,), jnp.dtype(jnp.float32), None)
+        np.testing.assert_array_equal(threefry.normal(key, (10,)), jax.random.normal(key, (10,)))
