@@ -30,7 +30,9 @@ Stochastic ResNet (Euler–Maruyama, x_{l+1} = x_l + Δt tanh(W_l x_l + b_l) + s
 ``Euler()`` on ``MultiTerm(ODETerm(F), ControlTerm(G, noise))`` in the (d, n) layout, G the diagonal
 ``lineax.DiagonalLinearOperator`` of sqrt(2K) and the control a path that replays the same ξ_l (so both
 integrate the same sample path, and their outputs are compared); forward and gradient (default adjoints as
-above; our discrete adjoint replays ξ_l from the key).
+above; our discrete adjoint replays ξ_l from the key). diffrax's control draws ξ_l with ``jax.random.normal``
+(the peer of the goals) and, as a second peer, with our fused draw ``meanfield_jax.threefry.normal`` (the
+same values), so that the gain of the draw and of the rest are reported apart.
 
 Run ``python benchmarks/particles.py [--quick] [--d 2] [--n 10000 100000] [--repeats 5]``; the results go to
 ``benchmarks/results/particles[-quick]-<UTC time>.json`` with a log–log plot next to it (never overwritten).
