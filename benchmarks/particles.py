@@ -223,6 +223,18 @@ def _rate(case: Case, timing: dict) -> float:
     return case.particle_steps / timing["median_s"]
 
 
+def _rates(case: Case, forward: dict, grad: dict) -> dict:
+    """Particle-steps/s of each forward pass and each gradient (``<name>_gradient``)."""
+    return {
+        **{name: _rate(case, v) for name, v in forward.items()},
+        **{f"{name}_gradient": _rate(case, v) for name, v in grad.items()},
+    }
+
+
+def _max_relative_difference(a: jax.Array, reference: jax.Array) -> float:
+    return float(jnp.max(jnp.abs(a - reference)) / jnp.max(jnp.abs(reference)))
+
+
 def run_case(case: Case, repeats: int, limits: dict, numpy_peer: bool = True) -> dict:
     W, b, x = problem(case)
     field = mfj.NeuralField(W, b, activation="tanh", T=T)
@@ -260,9 +272,7 @@ def run_case(case: Case, repeats: int, limits: dict, numpy_peer: bool = True) ->
     )
     memory.update({f"{name}_gradient": xla_memory(exe) for name, exe in compiled.items()})
     reference = g["diffrax_particles_last"][0]
-    agreement["gradient_W_max_rel_diff_diffrax"] = float(
-        jnp.max(jnp.abs(g["ours_discrete"].W - reference)) / jnp.max(jnp.abs(reference))
-    )
+    agreement["gradient_W_max_rel_diff_diffrax"] = _max_relative_difference(g["ours_discrete"].W, reference)
 
     t = {name: v["median_s"] for name, v in forward.items()}
     tg = {name: v["median_s"] for name, v in grad.items()}
@@ -295,10 +305,7 @@ def run_case(case: Case, repeats: int, limits: dict, numpy_peer: bool = True) ->
         "particle_steps": case.particle_steps,
         "forward": forward,
         "gradient": grad,
-        "particle_steps_per_s": {
-            **{name: _rate(case, v) for name, v in forward.items()},
-            **{f"{name}_gradient": _rate(case, v) for name, v in grad.items()},
-        },
+        "particle_steps_per_s": _rates(case, forward, grad),
         "memory": memory,
         "ratios": ratios,
         "ratios_of_minimum_times": ratios_of_minimum_times,
@@ -344,9 +351,7 @@ def run_stochastic_case(case: Case, repeats: int) -> dict:
         "forward_max_abs_diff_diffrax_fused_noise": float(
             jnp.max(jnp.abs(y["ours"] - y["diffrax_particles_last_fused_noise"].T))
         ),
-        "gradient_W_max_rel_diff_diffrax": float(
-            jnp.max(jnp.abs(g["ours_discrete"].W - reference)) / jnp.max(jnp.abs(reference))
-        ),
+        "gradient_W_max_rel_diff_diffrax": _max_relative_difference(g["ours_discrete"].W, reference),
     }
     t = {name: v["median_s"] for name, v in forward.items()}
     tg = {name: v["median_s"] for name, v in grad.items()}
@@ -356,10 +361,7 @@ def run_stochastic_case(case: Case, repeats: int) -> dict:
         "particle_steps": case.particle_steps,
         "forward": forward,
         "gradient": grad,
-        "particle_steps_per_s": {
-            **{name: _rate(case, v) for name, v in forward.items()},
-            **{f"{name}_gradient": _rate(case, v) for name, v in grad.items()},
-        },
+        "particle_steps_per_s": _rates(case, forward, grad),
         "memory": memory,
         "ratios": {
             "forward_time_over_diffrax_particles_last": t["ours"] / t["diffrax_particles_last"],

@@ -63,13 +63,17 @@ def _flat_index(shape: tuple[int, ...]) -> Array:
     return index
 
 
+def _typed(key: PRNGKeyArray) -> bool:
+    """Whether ``key`` is a typed key array (else raw uint32 words)."""
+    return jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+
+
 def _fused(key: PRNGKeyArray, shape: tuple[int, ...], dtype, out_sharding) -> bool:
     """Whether :func:`normal` draws by the written-out hash (see the module docstring): a single key
     (JAX's error for a batch of keys is kept)."""
-    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
     return (
         jax.default_backend() == "cpu"
-        and jnp.shape(key) == (() if typed else (2,))
+        and jnp.shape(key) == (() if _typed(key) else (2,))
         and out_sharding is None
         and bool(jax.config.jax_threefry_partitionable)
         and str(jax.random.key_impl(key)) == "threefry2x32"
@@ -85,7 +89,7 @@ def normal(key: PRNGKeyArray, shape: int | tuple[int, ...] = (), dtype=None, out
     dtype = jax.dtypes.canonicalize_dtype(float if dtype is None else dtype)
     if not _fused(key, shape, dtype, out_sharding):
         return jax.random.normal(key, shape, dtype, out_sharding=out_sharding)
-    words = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    words = jax.random.key_data(key) if _typed(key) else key
     y0, y1 = threefry2x32(words[0], words[1], jnp.zeros(shape, np.uint32), _flat_index(shape))
     finfo = jnp.finfo(dtype)
     if finfo.bits == 32:
