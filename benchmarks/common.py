@@ -1,8 +1,9 @@
 """Measurement shared by the benchmark suites: machine, versions, timing, memory, results files.
 
-* :func:`machine_info` / :func:`versions`: what the numbers were measured on (CPU model, cores, memory,
-  GPU names, JAX backend, load average) and with (jax, jaxlib, numpy, peers).
-* :func:`time_jitted`: compile time apart (``jit(fn).lower(*args).compile()``), then a warm-up call and
+* :func:`machine_info` / :func:`versions`: what the numbers were measured on (CPU model, AVX-512, cores,
+  memory, GPU names, JAX backend, load average, XLA flags and options) and with (jax, jaxlib, numpy, peers).
+* :func:`time_jitted`: compile time apart (``jit(fn).lower(*args).compile()``, with the package's XLA
+  options, ``meanfield_jax.dispatch.COMPILER_OPTIONS``, for ours and the peers alike), then a warm-up call and
   ``repeats`` timed calls of the compiled executable; the median (and minimum) wall time and the process
   CPU time, which is steadier than wall time on a machine shared with other work.
 * :func:`measure`: the same for any callable (NumPy loops, peers with their own compilation).
@@ -38,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meanfield_jax.dispatch import COMPILER_OPTIONS
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PEER_PACKAGES = ("diffrax", "equinox", "numpy", "scipy", "py-pde", "numba", "fipy", "psutil")
 
@@ -49,12 +52,22 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-def _cpu_model() -> str:
+def _cpuinfo_field(name: str) -> str | None:
     try:
         with open("/proc/cpuinfo") as file:
-            return next(line.split(":", 1)[1].strip() for line in file if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in file if line.startswith(name))
     except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+        return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def _avx512() -> bool | None:
+    """Whether the CPU has AVX-512 (None where /proc/cpuinfo is not there)."""
+    flags = _cpuinfo_field("flags")
+    return None if flags is None else "avx512f" in flags.split()
 
 
 def load_average() -> list[float] | None:
@@ -68,6 +81,7 @@ def machine_info() -> dict:
     accelerators = [d for d in jax.devices() if d.platform != "cpu"]
     return {
         "cpu": _cpu_model(),
+        "cpu_avx512": _avx512(),
         "cores": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total,
         "platform": platform.platform(),
@@ -75,6 +89,8 @@ def machine_info() -> dict:
         "devices": [d.device_kind for d in jax.devices()],
         "gpu": [d.device_kind for d in accelerators] or None,
         "load_average_at_start": load_average(),
+        "xla_flags": os.environ.get("XLA_FLAGS"),
+        "meanfield_jax_compiler_options": dict(COMPILER_OPTIONS),
     }
 
 
@@ -120,9 +136,7 @@ def time_jitted(
     ``first_call_s`` (the warm-up call, compilation excluded), ``median_s``, ``min_s``, ``cpu_median_s``
     (process CPU time) and ``times_s``.
     """
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
+    compiled, compile_s = compile_jitted(fn, args)
     start = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     first = time.perf_counter() - start
@@ -160,9 +174,11 @@ def measure(
 
 
 def compile_jitted(fn: Callable, args: Sequence[Any]) -> tuple[Any, float]:
-    """``jax.jit(fn)`` lowered and compiled for ``args``; returns (executable, compile time in s)."""
+    """``jax.jit(fn)`` lowered and compiled for ``args`` with the package's XLA options (``COMPILER_OPTIONS``:
+    every program of the suite, ours and the peers', compiles alike); returns (executable, compile time in s).
+    """
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn, compiler_options=COMPILER_OPTIONS).lower(*args).compile()
     return compiled, time.perf_counter() - start
 
 

@@ -40,6 +40,7 @@ from jax.scipy.linalg import block_diag
 from jaxtyping import Array, ArrayLike, PyTree
 
 from .activations import get_activation
+from .dispatch import filter_jit
 from .field import AbstractField, NeuralField
 
 __all__ = ["Sensitivity", "SteadyState", "sensitivity", "sensitivity_equations", "steady_state"]
@@ -118,7 +119,7 @@ def _rest_point(W_l: Array, bias: Array, shift: float, slope: Array, coupled: bo
     return SteadyState(x=x, jacobian=jacobian, eigenvalues=jnp.linalg.eigvals(jacobian))
 
 
-_rest_point_jit = eqx.filter_jit(_rest_point)
+_rest_point_jit = filter_jit(_rest_point)
 
 
 def steady_state(field: NeuralField, layer: int = 0, mean: ArrayLike | None = None) -> SteadyState:
@@ -193,7 +194,7 @@ def _check_wrt(wrt: str | tuple[str, ...]) -> tuple[str, ...]:
     return names
 
 
-@eqx.filter_jit
+@filter_jit
 def _forward_jacobian(fn: Callable[[Any], PyTree], field: AbstractField, wrt: tuple[str, ...]) -> Sensitivity:
     params = {name: getattr(field, name) for name in wrt}
 
@@ -261,7 +262,7 @@ def _variational_scan(field: NeuralField, x0: Array) -> tuple[Array, Array]:
     return xL, SL
 
 
-_variational_scan_jit = eqx.filter_jit(_variational_scan)
+_variational_scan_jit = filter_jit(_variational_scan)
 
 
 def sensitivity_equations(field: NeuralField, x0: ArrayLike) -> tuple[Array, Sensitivity]:

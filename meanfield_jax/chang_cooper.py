@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from .dispatch import odd_count_on_cpu
+from .dispatch import jit, odd_count_on_cpu
 from .kinetic_common import pad_axis
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
 _SERIES_BOUND = 1e-2
 
 
-@jax.jit
+@jit
 def bernoulli(z: ArrayLike) -> Array:
     """B(z) = z / (e^z − 1), B(0) = 1, evaluated without overflow or cancellation for every real z.
 
@@ -69,7 +69,7 @@ def bernoulli(z: ArrayLike) -> Array:
     return jnp.where(small, series, full)
 
 
-@jax.jit
+@jit
 def fitted_flux_coefficients(a: ArrayLike, K: ArrayLike, h: float) -> tuple[Array, Array]:
     """(α, β) = ((K/h) B(−P), (K/h) B(P)), P = a h / K, the face flux being J = α f_left − β f_right.
 

@@ -7,6 +7,15 @@ and uses it whenever every leaf of the other arguments is a JAX array (or a trac
 a grid and a density; otherwise (a callable diffusion, a user field holding Python numbers or functions)
 it falls back to ``eqx.filter_jit``, which treats such leaves as static. Both compile the same function.
 
+Every compiled call of the package passes :data:`COMPILER_OPTIONS` to XLA (through :func:`jit`,
+:func:`filter_jit` or :func:`jit_arrays`): on CPU, vectors of 512 bits where the processor has them
+(AVX-512), where XLA's own default is 256 bits. JAX takes compiler options only for a call outside any
+transformation; under a user's ``jax.jit`` or ``jax.grad`` the outer program is compiled with its own
+(``XLA_FLAGS=--xla_cpu_prefer_vector_width=512`` sets them for every program). A processor without
+AVX-512 compiles as before, and other backends ignore the option. ``XLA_FLAGS`` naming
+``--xla_cpu_prefer_vector_width`` (256, say, on a processor that lowers its clock for wide vectors) takes
+precedence: the package then passes no option. Measured results are in ``docs/scaling.md``.
+
 :func:`odd_count_on_cpu` tells the kernels whose arrays would hold an odd count of values to make it even.
 """
 
@@ -14,13 +23,63 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
 import jax
+from jax._src import core as jax_core
 
-__all__ = ["jit_arrays", "odd_count_on_cpu"]
+__all__ = ["COMPILER_OPTIONS", "compiler_options", "filter_jit", "jit", "jit_arrays", "odd_count_on_cpu"]
+
+VECTOR_WIDTH_OPTION = "xla_cpu_prefer_vector_width"
+
+
+def compiler_options(xla_flags: str | None = None) -> dict[str, int]:
+    """The XLA options of the package's compiled calls: 512-bit vectors on CPU, unless ``xla_flags``
+    (default: the ``XLA_FLAGS`` environment variable) sets the vector width itself."""
+    flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
+    return {} if VECTOR_WIDTH_OPTION in flags else {VECTOR_WIDTH_OPTION: 512}
+
+
+COMPILER_OPTIONS = compiler_options()
+
+
+def _at_top_level() -> bool:
+    """Whether no JAX transformation is tracing: JAX takes compiler options only for a top-level call,
+    since a nested one is compiled as part of the outer program. (JAX's internal test; if a JAX release
+    drops it, the options are simply not passed.)"""
+    clean = getattr(jax_core, "trace_state_clean", None)
+    return clean is not None and clean()
+
+
+def _with_options(compile_: Callable[..., Callable], fn: Callable[..., Any], kwargs: dict) -> Callable:
+    plain = compile_(fn, **kwargs)
+    if not COMPILER_OPTIONS:
+        return plain
+    tuned = compile_(fn, compiler_options=COMPILER_OPTIONS, **kwargs)
+
+    @functools.wraps(fn)
+    def call(*args, **call_kwargs):
+        return (tuned if _at_top_level() else plain)(*args, **call_kwargs)
+
+    return call
+
+
+def jit(fn: Callable[..., Any] | None = None, **kwargs: Any) -> Callable[..., Any]:
+    """``jax.jit(fn, **kwargs)``, with :data:`COMPILER_OPTIONS` when called outside any transformation
+    (under an outer ``jax.jit``/``jax.grad`` the outer program's options apply)."""
+    if fn is None:
+        return functools.partial(jit, **kwargs)
+    return _with_options(jax.jit, fn, kwargs)
+
+
+def filter_jit(fn: Callable[..., Any] | None = None, **kwargs: Any) -> Callable[..., Any]:
+    """``eqx.filter_jit(fn, **kwargs)``, with :data:`COMPILER_OPTIONS` as for :func:`jit`."""
+    if fn is None:
+        return functools.partial(filter_jit, **kwargs)
+    return _with_options(eqx.filter_jit, fn, kwargs)
 
 
 def odd_count_on_cpu(count: int) -> bool:
@@ -32,12 +91,12 @@ def odd_count_on_cpu(count: int) -> bool:
 
 
 def jit_arrays(fn: Callable[..., Any], static_argnames: tuple[str, ...]) -> Callable[..., Any]:
-    """``fn`` compiled by ``jax.jit(fn, static_argnames=...)`` for array-only arguments, else by
-    ``eqx.filter_jit`` (see the module docstring)."""
+    """``fn`` compiled by :func:`jit` (``jax.jit``, ``static_argnames``) for array-only arguments, else by
+    :func:`filter_jit` (``eqx.filter_jit``; see the module docstring)."""
     names = list(inspect.signature(fn).parameters)
     static_positions = frozenset(names.index(name) for name in static_argnames)
-    fast = jax.jit(fn, static_argnames=static_argnames)
-    general = eqx.filter_jit(fn)
+    fast = jit(fn, static_argnames=static_argnames)
+    general = filter_jit(fn)
 
     @functools.wraps(fn)
     def call(*args, **kwargs):

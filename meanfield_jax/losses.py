@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from .dispatch import jit
 from .grid import Grid1D
 
 __all__ = [
@@ -124,7 +125,7 @@ def _check_positive(value, name: str) -> None:
 
 
 # ---- grid losses (public functions validate, then call a jit-compiled kernel) -----------------------
-@functools.partial(jax.jit, static_argnames="squared")
+@functools.partial(jit, static_argnames="squared")
 def _l2_kernel(f: Array, g: Array, grid, squared: bool) -> Array:
     sq = grid.integrate((f - g) ** 2)
     return sq if squared else _safe_sqrt(sq)
@@ -140,7 +141,7 @@ def l2(f: ArrayLike, g: ArrayLike, grid, squared: bool = False) -> Array:
     return _l2_kernel(f, g, grid, bool(squared))
 
 
-@jax.jit
+@jit
 def _kl_kernel(f: Array, g: Array, grid, floor: Array) -> Array:
     log_ratio = jnp.log(jnp.maximum(f, floor)) - jnp.log(jnp.maximum(g, floor))
     return grid.integrate(f * log_ratio)
@@ -184,7 +185,7 @@ def _quantile_on_pieces(F: Array, faces: Array, dx: float, lo: Array, hi: Array)
     return left_face + dx * (lo - F_left) / width, left_face + dx * (hi - F_left) / width
 
 
-@functools.partial(jax.jit, static_argnames="p")
+@functools.partial(jit, static_argnames="p")
 def _wasserstein_1d_kernel(f: Array, g: Array, grid: Grid1D, p: int) -> Array:
     F, G = _cdf_at_faces(f), _cdf_at_faces(g)
     if p == 1:
@@ -245,7 +246,7 @@ def _discrepancy(pair_term, x: Array, y: Array) -> Array:
     return jnp.mean(pair_term(x, x)) + jnp.mean(pair_term(y, y)) - 2.0 * jnp.mean(pair_term(x, y))
 
 
-@jax.jit
+@jit
 def _energy_kernel(x: Array, y: Array) -> Array:
     return -_discrepancy(lambda a, b: _safe_sqrt(_pairwise_sq_dists(a, b)), x, y)
 
@@ -260,7 +261,7 @@ def energy_distance(x: ArrayLike, y: ArrayLike) -> Array:
     return _energy_kernel(x, y)
 
 
-@jax.jit
+@jit
 def _mmd_kernel(x: Array, y: Array, bandwidth: Array) -> Array:
     scale = 1.0 / (2.0 * bandwidth**2)
     return _discrepancy(lambda a, b: jnp.exp(-scale * _pairwise_sq_dists(a, b)), x, y)
@@ -297,7 +298,7 @@ def _empirical_wasserstein_pp(xs: Array, ys: Array, p: float) -> Array:
     return jnp.einsum("k,k...->...", weights, gap**p)
 
 
-@functools.partial(jax.jit, static_argnames=("num_projections", "p"))
+@functools.partial(jit, static_argnames=("num_projections", "p"))
 def _sliced_kernel(x: Array, y: Array, key: PRNGKeyArray, num_projections: int, p: float) -> Array:
     theta = jax.random.normal(key, (num_projections, x.shape[1]), x.dtype)
     theta = theta / jnp.linalg.norm(theta, axis=1, keepdims=True)

@@ -36,13 +36,13 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike
 
+from .dispatch import filter_jit
 from .field import AbstractField
 from .grid import Grid2D
 from .kinetic_common import (
@@ -226,7 +226,7 @@ def _split_rows(f: Array, mesh: Mesh, axis: str) -> Array:
     return jax.lax.with_sharding_constraint(f, sharding)
 
 
-@eqx.filter_jit
+@filter_jit
 def _solve_sharded(
     field: AbstractField,
     f0: Array,

@@ -4,8 +4,9 @@ For a loss L(θ) of any pytree θ (a :class:`NeuralField`, a dict of arrays, an 
 
     ℓ_k = L(θ_k),  g_k = ∇L(θ_k),  (u_k, s_{k+1}) = optimizer.update(g_k, s_k, θ_k),  θ_{k+1} = θ_k + u_k,
 
-one jit-compiled call (``eqx.filter_jit``) per step. Only the floating-point arrays of θ are trained; the
-rest (static fields, integer arrays, Python values) is held fixed. ``history[k] = ℓ_k`` is the loss at the
+one jit-compiled call (``eqx.filter_jit`` with the package's XLA options, :mod:`.dispatch`) per step.
+Only the floating-point arrays of θ are trained; the rest (static fields, integer arrays, Python values)
+is held fixed. ``history[k] = ℓ_k`` is the loss at the
 parameters *before* step k's update. Optimisers that take extra arguments (``optax.lbfgs`` and other
 ``GradientTransformationExtraArgs``) get ``value``, ``grad`` and ``value_fn`` in ``update``; those that
 keep the value in their state (line searches) have it reused (``optax.value_and_grad_from_state``).
@@ -36,6 +37,7 @@ import numpy as np
 import optax
 
 from .atomic import atomic_write, termination_deferred
+from .dispatch import filter_jit
 
 __all__ = ["FitResult", "NonFiniteError", "fit"]
 
@@ -105,7 +107,7 @@ def _all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
-@eqx.filter_jit
+@filter_jit
 def _step(trainable, static, opt_state, loss_fn, optimizer, extra_args: bool, stored_value: bool):
     """One optimiser step; returns the new (trainable, opt_state), the loss before the update and the
     finiteness flags of the loss, of the gradient and of the updated parameters."""

@@ -43,6 +43,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PyTree
 
+from ..dispatch import filter_jit
 from ..field import AbstractField
 from ..grid import Grid2D
 from ..particles import euler_step, resnet_forward
@@ -125,7 +126,7 @@ class KineticCostate(eqx.Module):
 CostateRule = ParticleCostate | KineticCostate
 
 
-@eqx.filter_jit
+@filter_jit
 def _states_and_costates(field: AbstractField, x: Array, y: Array, rule: CostateRule):
     states = resnet_forward(field, x, save_every=1)
     costates, ok = rule(field, states, y)
@@ -151,7 +152,7 @@ def hamiltonian(field: AbstractField, states: Array, costates: Array, reg: Array
     return -jnp.sum(costates[1:] * velocities) / n - reg * tikhonov(field) / field.dt
 
 
-@eqx.filter_jit
+@filter_jit
 def _hamiltonian_gradient(
     params: PyTree, static: PyTree, states: Array, costates: Array, reg: Array
 ) -> PyTree:
@@ -306,7 +307,7 @@ class PMPResult(eqx.Module):
     hessian_min_eig: float | None = None
 
 
-@eqx.filter_jit
+@filter_jit
 def _sweeps(
     field: AbstractField,
     x: Array,
@@ -438,7 +439,7 @@ def solve_pmp(
 
 
 # ---- local convexity -------------------------------------------------------------------------------------
-@eqx.filter_jit
+@filter_jit
 def _hessian_eigenvalues(field: AbstractField, x: Array, y: Array, reg: Array) -> Array:
     params, static = _parameters(field)
     flat, unravel = ravel_pytree(params)

@@ -35,6 +35,7 @@ import numpy as np
 from ..closed_forms import least_squares_line, line_map_parameters, line_map_parameters_discrete
 from ..config import ConfigError, ExperimentConfig
 from ..data import regression_cloud
+from ..dispatch import jit
 from ..field import NeuralField
 from ..particles import resnet_forward
 from ..plotting_figures import novel_target_panels, regression_panels
@@ -198,7 +199,7 @@ def run_novel_target(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
 
     stage(log, 2, 2, "closed forms: discrete (exact for the ResNet) and continuous (the neural ODE)")
 
-    @jax.jit
+    @jit
     def discrete_parameters(line):  # (slope, intercept) ↦ (w, b) realised exactly by the L Euler layers
         return jnp.stack(line_map_parameters_discrete(line[0], line[1], T, L))
 
@@ -206,7 +207,7 @@ def run_novel_target(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     noise_free = np.asarray(discrete_parameters(jnp.array([a, c], dtype=float)))
     continuous = np.array([float(v) for v in line_map_parameters(a, c, T)])
     # sampling covariance of (w, b) through the Jacobian of (a, c) ↦ (w, b); OLS gives Cov of (c, a)
-    jac = np.asarray(jax.jit(jax.jacfwd(discrete_parameters))(jnp.array([a, c], dtype=float)))
+    jac = np.asarray(jit(jax.jacfwd(discrete_parameters))(jnp.array([a, c], dtype=float)))
     cov = jac @ ols_covariance(x, noise)[::-1, ::-1] @ jac.T
     sd = np.sqrt(np.diag(cov))
     accuracy = OPTIMISATION_FRACTION * sd + np.sqrt(np.finfo(float).eps) * (1.0 + np.abs(optimum))
