@@ -8,13 +8,14 @@ a grid and a density; otherwise (a callable diffusion, a user field holding Pyth
 it falls back to ``eqx.filter_jit``, which treats such leaves as static. Both compile the same function.
 
 Every compiled call of the package passes :data:`COMPILER_OPTIONS` to XLA (through :func:`jit`,
-:func:`filter_jit` or :func:`jit_arrays`): on CPU, vectors of 512 bits where the processor has them
-(AVX-512), where XLA's own default is 256 bits. JAX takes compiler options only for a call outside any
-transformation; under a user's ``jax.jit`` or ``jax.grad`` the outer program is compiled with its own
-(``XLA_FLAGS=--xla_cpu_prefer_vector_width=512`` sets them for every program). A processor without
-AVX-512 compiles as before, and other backends ignore the option. ``XLA_FLAGS`` naming
-``--xla_cpu_prefer_vector_width`` (256, say, on a processor that lowers its clock for wide vectors) takes
-precedence: the package then passes no option. Measured results are in ``docs/scaling.md``.
+:func:`filter_jit` or :func:`jit_arrays`). On CPU: vectors of 512 bits where the processor has them
+(AVX-512), where XLA's own default is 256 bits; and copy insertion with region analysis, which leaves
+fewer copies of loop-carried buffers in the adjoints' loops. The first changes values by round-off at
+most, the second not at all (both measured in ``docs/scaling.md``). JAX takes compiler options only for
+a call outside any transformation; under a user's ``jax.jit`` or ``jax.grad`` the outer program is
+compiled with its own (``XLA_FLAGS`` sets them for every program). A processor without AVX-512
+compiles its vectors as before, and other backends ignore the CPU options. An option that ``XLA_FLAGS``
+names (the vector width 256, say, on a processor that lowers its clock for wide vectors) is left to it.
 
 :func:`odd_count_on_cpu` tells the kernels whose arrays would hold an odd count of values to make it even.
 """
@@ -31,16 +32,27 @@ import equinox as eqx
 import jax
 from jax._src import core as jax_core
 
-__all__ = ["COMPILER_OPTIONS", "compiler_options", "filter_jit", "jit", "jit_arrays", "odd_count_on_cpu"]
+__all__ = [
+    "COMPILER_OPTIONS",
+    "PREFERRED_OPTIONS",
+    "compiler_options",
+    "filter_jit",
+    "jit",
+    "jit_arrays",
+    "odd_count_on_cpu",
+]
 
-VECTOR_WIDTH_OPTION = "xla_cpu_prefer_vector_width"
+PREFERRED_OPTIONS = {
+    "xla_cpu_prefer_vector_width": 512,
+    "xla_cpu_copy_insertion_use_region_analysis": True,
+}
 
 
-def compiler_options(xla_flags: str | None = None) -> dict[str, int]:
-    """The XLA options of the package's compiled calls: 512-bit vectors on CPU, unless ``xla_flags``
-    (default: the ``XLA_FLAGS`` environment variable) sets the vector width itself."""
+def compiler_options(xla_flags: str | None = None) -> dict[str, int | bool]:
+    """The XLA options of the package's compiled calls (:data:`PREFERRED_OPTIONS`), less those that
+    ``xla_flags`` (default: the ``XLA_FLAGS`` environment variable) sets itself."""
     flags = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
-    return {} if VECTOR_WIDTH_OPTION in flags else {VECTOR_WIDTH_OPTION: 512}
+    return {name: value for name, value in PREFERRED_OPTIONS.items() if name not in flags}
 
 
 COMPILER_OPTIONS = compiler_options()

@@ -50,11 +50,12 @@ def test_tracers_take_the_fast_path_under_an_outer_transformation():
     np.testing.assert_allclose(grad, 3 * np.cos(0.5), rtol=1e-12)
 
 
-def test_vector_width_option_unless_xla_flags_set_it():
-    wide = {"xla_cpu_prefer_vector_width": 512}
-    assert compiler_options("") == wide
-    assert compiler_options("--xla_force_host_platform_device_count=8") == wide
-    assert compiler_options("--xla_cpu_prefer_vector_width=256 --xla_cpu_enable_fast_math=false") == {}
+def test_preferred_options_unless_xla_flags_set_them():
+    width, region = "xla_cpu_prefer_vector_width", "xla_cpu_copy_insertion_use_region_analysis"
+    assert compiler_options("") == {width: 512, region: True}
+    assert compiler_options("--xla_force_host_platform_device_count=8") == {width: 512, region: True}
+    assert compiler_options(f"--{width}=256 --xla_cpu_enable_fast_math=false") == {region: True}
+    assert compiler_options(f"--{region}=false --{width}=512") == {}
 
 
 def test_compiled_with_the_options_gives_the_same_values():
