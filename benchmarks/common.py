@@ -178,7 +178,7 @@ def compile_jitted(fn: Callable, args: Sequence[Any]) -> tuple[Any, float]:
     every program of the suite, ours and the peers', compiles alike); returns (executable, compile time in s).
     """
     start = time.perf_counter()
-    compiled = jax.jit(fn, compiler_options=COMPILER_OPTIONS).lower(*args).compile()
+    compiled = jax.jit(fn, compiler_options=dict(COMPILER_OPTIONS)).lower(*args).compile()
     return compiled, time.perf_counter() - start
 
 

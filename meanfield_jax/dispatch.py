@@ -1,4 +1,4 @@
-"""Low-overhead compiled calls for the solvers' entry points.
+"""The package's compiled calls: low-overhead dispatch for the solvers' entry points, and XLA options.
 
 ``eqx.filter_jit`` splits every argument into arrays and the rest and hashes the rest on each call; for a
 solve on a small grid that dispatch (~0.1 ms measured per call, against ~0.02 ms for ``jax.jit``) is a large
@@ -11,11 +11,13 @@ Every compiled call of the package passes :data:`COMPILER_OPTIONS` to XLA (throu
 :func:`filter_jit` or :func:`jit_arrays`). On CPU: vectors of 512 bits where the processor has them
 (AVX-512), where XLA's own default is 256 bits; and copy insertion with region analysis, which leaves
 fewer copies of loop-carried buffers in the adjoints' loops. The first changes values by round-off at
-most, the second not at all (both measured in ``docs/scaling.md``). JAX takes compiler options only for
-a call outside any transformation; under a user's ``jax.jit`` or ``jax.grad`` the outer program is
-compiled with its own (``XLA_FLAGS`` sets them for every program). A processor without AVX-512
-compiles its vectors as before, and other backends ignore the CPU options. An option that ``XLA_FLAGS``
-names (the vector width 256, say, on a processor that lowers its clock for wide vectors) is left to it.
+most, the second not at all (both measured in ``docs/scaling.md``). They are passed for calls outside
+any transformation: JAX refuses compiler options for a jit inside a user's ``jax.jit`` (whose program is
+compiled with its own) or under ``jax.grad``, and eager ``jax.vmap`` calls go without them too.
+``XLA_FLAGS`` sets options for every program. A processor without AVX-512 compiles its vectors as before,
+and other backends do not read the CPU options. An option that ``XLA_FLAGS`` names, as it is when the
+package is imported (the vector width 256, say, on a processor that lowers its clock for wide vectors), is
+left to it.
 
 :func:`odd_count_on_cpu` tells the kernels whose arrays would hold an odd count of values to make it even.
 """
@@ -26,6 +28,7 @@ import functools
 import inspect
 import os
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import equinox as eqx
@@ -55,22 +58,21 @@ def compiler_options(xla_flags: str | None = None) -> dict[str, int | bool]:
     return {name: value for name, value in PREFERRED_OPTIONS.items() if name not in flags}
 
 
-COMPILER_OPTIONS = compiler_options()
+COMPILER_OPTIONS = MappingProxyType(compiler_options())  # XLA_FLAGS as it is when the package is imported
 
 
 def _at_top_level() -> bool:
-    """Whether no JAX transformation is tracing: JAX takes compiler options only for a top-level call,
-    since a nested one is compiled as part of the outer program. (JAX's internal test; if a JAX release
-    drops it, the options are simply not passed.)"""
-    clean = getattr(jax_core, "trace_state_clean", None)
-    return clean is not None and clean()
+    """Whether no JAX transformation is tracing (JAX's own test of its trace state). The package passes
+    its options only then: JAX refuses compiler options for a jit staged into another program (under
+    ``jax.jit``, ``lax.scan``) or differentiated by ``jax.grad``."""
+    return jax_core.trace_state_clean()
 
 
 def _with_options(compile_: Callable[..., Callable], fn: Callable[..., Any], kwargs: dict) -> Callable:
+    """``fn`` compiled by ``compile_`` with :data:`COMPILER_OPTIONS` for calls at the top level, and
+    without them under a transformation (where the outer program, if any, is compiled with its own)."""
     plain = compile_(fn, **kwargs)
-    if not COMPILER_OPTIONS:
-        return plain
-    tuned = compile_(fn, compiler_options=COMPILER_OPTIONS, **kwargs)
+    tuned = compile_(fn, compiler_options=dict(COMPILER_OPTIONS), **kwargs) if COMPILER_OPTIONS else plain
 
     @functools.wraps(fn)
     def call(*args, **call_kwargs):
@@ -80,8 +82,7 @@ def _with_options(compile_: Callable[..., Callable], fn: Callable[..., Any], kwa
 
 
 def jit(fn: Callable[..., Any] | None = None, **kwargs: Any) -> Callable[..., Any]:
-    """``jax.jit(fn, **kwargs)``, with :data:`COMPILER_OPTIONS` when called outside any transformation
-    (under an outer ``jax.jit``/``jax.grad`` the outer program's options apply)."""
+    """``jax.jit(fn, **kwargs)``, with :data:`COMPILER_OPTIONS` when called outside any transformation."""
     if fn is None:
         return functools.partial(jit, **kwargs)
     return _with_options(jax.jit, fn, kwargs)

@@ -6,10 +6,10 @@ For a loss L(θ) of any pytree θ (a :class:`NeuralField`, a dict of arrays, an 
 
 one jit-compiled call (``eqx.filter_jit`` with the package's XLA options, :mod:`.dispatch`) per step.
 Only the floating-point arrays of θ are trained; the rest (static fields, integer arrays, Python values)
-is held fixed. ``history[k] = ℓ_k`` is the loss at the
-parameters *before* step k's update. Optimisers that take extra arguments (``optax.lbfgs`` and other
-``GradientTransformationExtraArgs``) get ``value``, ``grad`` and ``value_fn`` in ``update``; those that
-keep the value in their state (line searches) have it reused (``optax.value_and_grad_from_state``).
+is held fixed. ``history[k] = ℓ_k`` is the loss at the parameters *before* step k's update. Optimisers
+that take extra arguments (``optax.lbfgs`` and other ``GradientTransformationExtraArgs``) get ``value``,
+``grad`` and ``value_fn`` in ``update``; those that keep the value in their state (line searches) have it
+reused (``optax.value_and_grad_from_state``).
 
 Checkpoints hold (θ_k, s_k) serialised with ``eqx.tree_serialise_leaves`` plus a JSON sidecar with the
 step k, the history ℓ_0..ℓ_{k−1}, a description of the tree (leaf paths, shapes, dtypes) and the SHA-256
