@@ -232,14 +232,14 @@ class Ours:
     def record(self, timing: dict) -> dict:
         problem = self.problem
         with jax.enable_x64(self.x64):
-            traced, _ = compile_jitted(
+            compiled, _ = compile_jitted(
                 lambda fld, f: solve_ours(problem, fld, f, max_steps=problem.steps).f, (self.field, self.f0)
             )
             return {
                 **timing,
                 "compile_s": max(timing["first_call_s"] - timing["median_s"], 0.0),
                 "cell_steps_per_s": _throughput(problem, timing),
-                "xla_memory": xla_memory(traced),
+                "xla_memory": xla_memory(compiled),
                 "peak_rss_rise_bytes": peak_rss_rise(lambda _: self._solve()),
                 "dtype": "float64" if self.x64 else "float32",
             }
