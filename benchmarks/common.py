@@ -188,6 +188,7 @@ def time_interleaved(
     budget_s: float = 10.0,
     max_repeats: int = 50,
     pause_s: float = 0.005,
+    back_to_back: bool = False,
 ) -> tuple[dict[str, dict], dict[str, Any]]:
     """Time several zero-argument calls (each must wait for its result) round-robin.
 
@@ -200,16 +201,22 @@ def time_interleaved(
     host callbacks are waited for and the thread pools are left ``pause_s`` to go idle (untimed), so that
     one call's tail does not land in the next one's time. Returns (timing per name as in
     :func:`time_jitted` without ``compile_s``, the last output per name).
+
+    With ``back_to_back`` each turn times the call once more right after it, as ``warm_median_s``,
+    ``warm_min_s`` and ``warm_times_s``: the time of a call repeated at once, without the wake-up of
+    cores left idle by the pause and by the calls before it (a multi-threaded call of a few ms paid up to
+    1.7x its time for it on this 2-core machine, a single-threaded one nothing; benchmarks/README.md).
     """
     first, outputs = {}, {}
     for name, call in calls.items():
         start = time.perf_counter()
         outputs[name] = call()
         first[name] = time.perf_counter() - start
-    round_s = sum(first.values())
+    round_s = sum(first.values()) * (2 if back_to_back else 1)
     rounds = max(repeats, min(max_repeats, int(budget_s / round_s) if round_s > 0 else max_repeats))
     wall = {name: [] for name in calls}
     cpu = {name: [] for name in calls}
+    warm = {name: [] for name in calls}
     names = list(calls)
     orders = np.random.default_rng(0)
     for _ in range(rounds):
@@ -221,7 +228,16 @@ def time_interleaved(
             outputs[name] = call()
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
+            if back_to_back:
+                start = time.perf_counter()
+                outputs[name] = call()
+                warm[name].append(time.perf_counter() - start)
     timings = {name: {"first_call_s": first[name], **_summary(wall[name], cpu[name])} for name in calls}
+    if back_to_back:
+        for name, times in warm.items():
+            timings[name].update(
+                warm_median_s=statistics.median(times), warm_min_s=min(times), warm_times_s=times
+            )
     return timings, outputs
 
 
