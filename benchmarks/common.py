@@ -204,8 +204,9 @@ def time_interleaved(
 
     With ``back_to_back`` each turn times the call once more right after it, as ``warm_median_s``,
     ``warm_min_s`` and ``warm_times_s``: the time of a call repeated at once, without the wake-up of
-    cores left idle by the pause and by the calls before it (a multi-threaded call of a few ms paid up to
-    1.7x its time for it on this 2-core machine, a single-threaded one nothing; benchmarks/README.md).
+    cores left idle by the pause and by the calls before it (a multi-threaded call of a few ms took up to
+    ~1.9x its time after idle cores on a 2-core machine, a single-threaded one much less;
+    benchmarks/README.md).
     """
     first, outputs = {}, {}
     for name, call in calls.items():
