@@ -418,11 +418,10 @@ def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str)
     device of a sharded solve; under ``jax.vmap`` it holds for every field, so
     :func:`~meanfield_jax.conditional.batch_cond` runs the stage once): its result is a materialised array
     that the next stage reads, which keeps XLA from fusing (and so re-evaluating) a stage's stencil into
-    every later stage. An
-    identity branch instead (the stage skipped when Δt = 0) made XLA copy the state once per step, since
-    the conditional's result could then be its operand (measured: 1-D MUSCL at 10⁵ cells 1.33x the time,
-    2-D Fokker–Planck at 256² 1.66x). The solvers call every step from the time loop of
-    :func:`~meanfield_jax.timestepping.integrate`, whose conditional around the whole step skips steps of
+    every later stage. An identity branch instead (the stage skipped when Δt = 0) made XLA copy the state
+    once per step, since the conditional's result could then be its operand (measured: 1-D MUSCL at 10⁵
+    cells 1.33x the time, 2-D Fokker–Planck at 256² 1.66x). The solvers call every step from the time loop
+    of :func:`~meanfield_jax.timestepping.integrate`, whose conditional around the whole step skips steps of
     zero length. Each stage is under ``jax.checkpoint``: reverse mode recomputes its stencil instead of
     storing a dozen intermediates per cell.
     """
