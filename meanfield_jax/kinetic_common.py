@@ -420,10 +420,10 @@ def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str)
     that the next stage reads, which keeps XLA from fusing (and so re-evaluating) a stage's stencil into
     every later stage. An identity branch instead (the stage skipped when Δt = 0) made XLA copy the state
     once per step, since the conditional's result could then be its operand (measured: 1-D MUSCL at 10⁵
-    cells 1.33x the time, 2-D Fokker–Planck at 256² 1.66x). The solvers call every step from the time loop
-    of :func:`~meanfield_jax.timestepping.integrate`, whose conditional around the whole step skips steps of
-    zero length. Each stage is under ``jax.checkpoint``: reverse mode recomputes its stencil instead of
-    storing a dozen intermediates per cell.
+    cells 1.32–1.33x the time, 2-D Fokker–Planck at 256² 1.67–1.72x). The solvers call every step from the
+    time loop of :func:`~meanfield_jax.timestepping.integrate`, whose conditional around the whole step skips
+    steps of zero length. Each stage is under ``jax.checkpoint``: reverse mode recomputes its stencil instead
+    of storing a dozen intermediates per cell.
     """
     return ssp_rk_stages(increment, u, dt, method)[-1]
 
