@@ -554,7 +554,9 @@ def cases(quick: bool, ns: list[int] | None, ds: list[int] | None, layers: int) 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n in 1e4, 1e5; d in 1, 2, 16 (a few minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="n in 1e4, 1e5; d in 1, 2, 16 (about 7 minutes on 2 cores)"
+    )
     parser.add_argument("--n", type=int, nargs="+", default=None, help="particle counts (default by --quick)")
     parser.add_argument("--d", type=int, nargs="+", default=None, help="dimensions (default by --quick)")
     parser.add_argument("--layers", type=int, default=100, help="depth L of the main cases")

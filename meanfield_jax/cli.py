@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list the experiment configs with their descriptions")
     lst.add_argument("--dir", type=Path, default=Path("configs"), help="folder of YAML configs")
     bench = sub.add_parser("bench", help="run the benchmark suite")
-    bench.add_argument("--quick", action="store_true", help="a small subset (a minute or two)")
+    bench.add_argument(
+        "--quick", action="store_true",
+        help="fewer sizes and repeats (about 12 minutes on 2 cores; the full suite about 30)",
+    )
     bench.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     return parser
 
