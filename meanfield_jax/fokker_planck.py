@@ -23,9 +23,10 @@ Time (the field is constant on each layer; steps land on layer boundaries and sa
   computed in one pass as f_new = f + τ L (f + τ L f / 2), a conservative update with four-point face
   fluxes whose coefficients are prepared once per layer
   (:func:`~meanfield_jax.chang_cooper.heun_flux_coefficients`): the same numbers up to round-off,
-  2.2–2.7x faster at 10⁵ cells (measured); a step of the whole length Δt takes those fluxes as one
-  four-point stencil (:func:`~meanfield_jax.chang_cooper.heun_whole_step`, four coefficient arrays instead of
-  six). Its forward-mode derivative is that of the two stages, and the discrete adjoint differentiates it by
+  2.2–2.7x faster at 10⁵ cells (measured); in a solve that is not differentiated (default adjoint), a step
+  of the whole length Δt takes those fluxes as one four-point stencil
+  (:func:`~meanfield_jax.chang_cooper.heun_whole_step`, four coefficient arrays instead of six). Its
+  forward-mode derivative is that of the two stages, and the discrete adjoint differentiates it by
   its written adjoint. In 2-D the step is the two stages with the
   layer's (α, β). With several layers the loop runs layer piece by layer piece
   (:func:`~meanfield_jax.timestepping.integrate`'s ``piece_constant``: each piece makes its layer's
@@ -322,7 +323,8 @@ def _heun_update_1d(
 ) -> Array:
     """Heun's step of length Δt_k = s Δt with fixed coefficients (α, β) of L in 1-D, computed in one pass by
     :func:`~meanfield_jax.chang_cooper.heun_update` from ``update`` = ``heun_flux_coefficients(α, β, h, Δt)``
-    (prepared once per layer). The tangent is that of the two stages f₁ = f + Δt_k L f, (f + f₁ + Δt_k L f₁)/2
+    (prepared once per layer), or by :func:`~meanfield_jax.chang_cooper.heun_whole_step` on a step of the
+    whole length (below). The tangent is that of the two stages f₁ = f + Δt_k L f, (f + f₁ + Δt_k L f₁)/2
     (w.r.t. α, β, f and Δt_k): the same linear map of f, so the same derivative; reverse mode then
     transposes the two stencil passes, which was faster than JAX's transpose of the six-coefficient update
     (by 1–11 %, measured). The stages are written out here, without the conditional and the checkpoint
@@ -342,7 +344,7 @@ def _heun_update_1d(
     Inside it, a second conditional on ``full`` (a step of the whole length Δt, as the time loop tells it)
     takes the four-point ``stencil`` = ``heun_whole_step_stencil(update)``, made once per layer like
     ``update``; a step landing on a stop takes the six-coefficient update. Public solves, old and new code
-    interleaved, float64, 200 steps: 10⁴ cells 0.96–0.98x the time, 3·10⁴ 0.88x, 10⁵ 0.89–0.90x; ten layers
+    interleaved, float64, 200 steps: 10⁴ cells 0.96–1.00x the time, 3·10⁴ 0.88x, 10⁵ 0.89–0.93x; ten layers
     on 3·10⁴ cells 0.86x, five on 10⁴ 0.90x (measured). Under differentiation the value is the jvp rule's,
     the six-coefficient update at every step, so gradients compile and compute as before (bitwise); the
     densities a differentiated solve returns then differ from an undifferentiated one's by round-off."""
