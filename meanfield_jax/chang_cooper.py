@@ -238,13 +238,18 @@ def heun_flux_coefficients(alpha: Array, beta: Array, h: float, dt: ArrayLike) -
     return (a, b, *_heun_quadratic(a, b))
 
 
+def _four_point(weights: Sequence[Array], neighbours: Sequence[Array]) -> Array:
+    """w₋₁ f_{i−1} + w₀ f_i + w₁ f_{i+1} + w₂ f_{i+2} on every face, from :func:`_face_neighbours`."""
+    (w_below, w_left, w_right, w_above), (two_left, left, right, two_right) = weights, neighbours
+    return w_below * two_left + w_left * left + w_right * right + w_above * two_right
+
+
 def _heun_flux_parts(coefficients: tuple[Array, ...], f: Array, padded: bool = False) -> tuple[Array, Array]:
     """(Ĵ, Q) on all n + 1 faces: Ĵ = a f_i − b f_{i+1}, Q = q₋₁ f_{i−1} + q₀ f_i + q₁ f_{i+1} + q₂ f_{i+2}.
     """
-    a, b, q_below, q_left, q_right, q_above = coefficients
-    # f_{i−1}, f_i, f_{i+1}, f_{i+2} for face i+1/2
-    two_left, left, right, two_right = _face_neighbours(f, padded)
-    return a * left - b * right, q_below * two_left + q_left * left + q_right * right + q_above * two_right
+    a, b, *q = coefficients
+    neighbours = _face_neighbours(f, padded)  # f_{i−1}, f_i, f_{i+1}, f_{i+2} for face i+1/2
+    return a * neighbours[1] - b * neighbours[2], _four_point(q, neighbours)
 
 
 def heun_update(coefficients: tuple[Array, ...], f: Array, s: ArrayLike = 1.0) -> Array:
@@ -275,10 +280,7 @@ def heun_whole_step(stencil: tuple[Array, Array, Array, Array], f: Array) -> Arr
     numbers as :func:`heun_update` at s = 1 up to round-off, conservative in the same way (the face flux
     differences telescope). Loops of 200 steps, float64, calls interleaved: 10⁴ cells 0.89x, 10⁵ 0.85x the
     time of :func:`heun_update` (measured)."""
-    below, left, right, above = _face_neighbours(f)
-    c_below, c_left, c_right, c_above = stencil
-    flux = c_below * below + c_left * left + c_right * right + c_above * above
-    return f - jnp.diff(flux, axis=f.ndim - 1)
+    return f - jnp.diff(_four_point(stencil, _face_neighbours(f)), axis=f.ndim - 1)
 
 
 def heun_update_vjp(
