@@ -26,8 +26,9 @@ Time (the field is constant on each layer; steps land on layer boundaries and sa
   2.2–2.7x faster at 10⁵ cells (measured); in a solve that is not differentiated (default adjoint), a step
   of the whole length Δt takes those fluxes as one four-point stencil
   (:func:`~meanfield_jax.chang_cooper.heun_whole_step`, four coefficient arrays instead of six). Its
-  forward-mode derivative is that of the two stages, and the discrete adjoint differentiates it by
-  its written adjoint. In 2-D the step is the two stages with the
+  forward-mode derivative is that of the two stages, the discrete adjoint differentiates it by its written
+  adjoint, and forward sensitivities (``adjoint="forward"``) by the four-point stencil's tangent
+  (:func:`_heun_update_1d_forward`). In 2-D the step is the two stages with the
   layer's (α, β). With several layers the loop runs layer piece by layer piece
   (:func:`~meanfield_jax.timestepping.integrate`'s ``piece_constant``: each piece makes its layer's
   coefficients before its steps) when the pieces have at least :data:`PIECE_MIN_STEPS` steps (16 in 1-D,
@@ -58,16 +59,19 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from .adjoint import KINETIC_ADJOINTS, forward_sensitivities, loop_adjoint
 from .block_tridiagonal import block_tridiagonal_solve
 from .chang_cooper import (
     apply_fitted_operator,
     fitted_flux_coefficients,
     fitted_operator_vjp,
+    flux_update,
     heun_flux_coefficients,
     heun_update,
+    heun_update_flux,
     heun_update_s_vjp,
     heun_update_vjp,
-    heun_whole_step,
+    heun_whole_step_flux,
     heun_whole_step_stencil,
     outflow_rate,
     pad_cells,
@@ -94,7 +98,7 @@ from .kinetic_common import (
     validate_field_and_grid,
 )
 from .solution import KineticSolution
-from .timestepping import ADJOINTS, integrate, piece_table, resolve_save_times, steps_per_piece
+from .timestepping import integrate, piece_table, resolve_save_times, steps_per_piece
 
 __all__ = ["BOUNDARIES", "METHODS", "SCHEMES", "fokker_planck_steady_state", "solve_fokker_planck"]
 
@@ -350,13 +354,11 @@ def _heun_update_1d(
     densities a differentiated solve returns then differ from an undifferentiated one's by round-off."""
     del coefficients, dt_k, spacing
 
-    def moving(g: Array) -> Array:
-        return batch_cond(
-            full,
-            lambda h: heun_whole_step(stencil, h).astype(h.dtype),
-            lambda h: heun_update(update, h, s).astype(h.dtype),
-            g,
+    def moving(g: Array) -> Array:  # the flux behind the conditional, the update after it (flux_update)
+        flux = batch_cond(
+            full, lambda h: heun_whole_step_flux(stencil, h), lambda h: heun_update_flux(update, h, s), g
         )
+        return flux_update(g, flux).astype(g.dtype)
 
     return batch_cond(s != 0, moving, lambda g: g, f)
 
@@ -374,6 +376,37 @@ def _heun_update_1d_jvp(spacing, primals, tangents):
     out = _skipping_heun_update(update, f, s)
     tangent = _heun_stages_tangent((coefficients, f, dt_k), (d_coefficients, df, d_dt_k), spacing)
     return out, tangent.astype(out.dtype)
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(7,))
+def _heun_update_1d_forward(
+    coefficients, update, stencil, f: Array, dt_k: Array, s: Array, full: Array, spacing: tuple[float]
+) -> Array:
+    """:func:`_heun_update_1d` (the same value) with a tangent for forward sensitivities
+    (``adjoint="forward"``), which never transpose it: on a step of the whole length the tangent of the
+    four-point update, δf − Δ(Σ_k c_k δf_{i+k} + δc_k f_{i+k}), one pass reading f, δf and the stencil
+    with its tangent (made once per layer, like the stencil); on a step landing on a stop, or past the end,
+    the two stages' tangent, behind a conditional."""
+    return _heun_update_1d.fun(coefficients, update, stencil, f, dt_k, s, full, spacing)
+
+
+@_heun_update_1d_forward.defjvp
+def _heun_update_1d_forward_jvp(spacing, primals, tangents):
+    coefficients, _, stencil, f, dt_k, _, full = primals
+    d_coefficients, _, d_stencil, df, d_dt_k, _, _ = tangents
+
+    def whole(operands):
+        stencil_, d_stencil_, f_, df_ = operands[:4]
+        return jax.jvp(heun_whole_step_flux, (stencil_, f_), (d_stencil_, df_))[1]
+
+    def stages(operands):  # the flux whose differences are the two stages' tangent increment
+        tangent = _heun_stages_tangent(operands[4:7], (operands[7], operands[3], operands[8]), spacing)
+        return -jnp.cumsum(tangent - operands[3], axis=-1)[..., :-1]
+
+    operands = (stencil, d_stencil, f, df, coefficients, f, dt_k, d_coefficients, d_dt_k)
+    out = _heun_update_1d_forward(*primals, spacing)
+    # the update after the conditional, as in _heun_update_1d (flux_update): no copy of δf per step
+    return out, flux_update(df, batch_cond(full, whole, stages, operands)).astype(out.dtype)
 
 
 def _heun_stages(coefficients, f: Array, dt: Array, spacing: tuple[float, ...]) -> Array:
@@ -620,7 +653,8 @@ def _solve(
         """Called for every step, also past the end (dt_k = 0): the skip is inside (see _heun_update_1d)."""
         if adjoint == "discrete":
             return _heun_update_written(coefficients, f, dt_k / dt, full)
-        return _heun_update_1d(*coefficients, f, dt_k, dt_k / dt, full, disc.spacing)
+        update_1d = _heun_update_1d_forward if adjoint == "forward" else _heun_update_1d
+        return update_1d(*coefficients, f, dt_k, dt_k / dt, full, disc.spacing)
 
     first = field.layer_index(jnp.asarray(t0))
     if pieces:
@@ -650,7 +684,7 @@ def _solve(
             return f_new.astype(f.dtype), carry  # the density keeps its dtype (f0 may be float32)
 
     f, info = integrate(
-        step, state0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=adjoint,
+        step, state0, save, dt, layer_stops(field), t0=t0, max_steps=steps, adjoint=loop_adjoint(adjoint),
         saved=saved, self_masking=banded, copy_states=banded, piece_constant=piece_constant,
     )
     return KineticSolution(  # built here, so that its arrays cost no extra dispatches
@@ -784,8 +818,9 @@ def solve_fokker_planck(
         boundary: ``"zero_flux"``.
         max_steps: bound on the steps between two save times; required when the step depends on traced
             values (under ``jax.grad``/``jax.jit`` w.r.t. the field or K) and not fixed by ``dt``.
-        adjoint: ``"checkpointed"``, ``"direct"`` or ``"discrete"`` (reverse mode only), as in
-            :func:`~meanfield_jax.solve_vlasov` (see :mod:`meanfield_jax.timestepping`).
+        adjoint: ``"checkpointed"``, ``"direct"``, ``"discrete"`` or ``"forward"`` (the last two reverse
+            mode only), as in :func:`~meanfield_jax.solve_vlasov` (see :mod:`meanfield_jax.timestepping`);
+            ``"forward"`` carries the tangents of the field's and of a traced K's parameters.
         t0: the time of f0 (default 0); the layers keep their absolute times (see
             :mod:`meanfield_jax.streaming`).
 
@@ -802,7 +837,7 @@ def solve_fokker_planck(
     check_choice("scheme", scheme, SCHEMES)
     check_choice("method", method, METHODS)
     check_choice("boundary", boundary, BOUNDARIES)
-    check_choice("adjoint", adjoint, ADJOINTS)
+    check_choice("adjoint", adjoint, KINETIC_ADJOINTS)
     cfl = _check_number("cfl", cfl, 0.0, 1.0, True, "(0, 1]")
     theta = _check_number("theta", theta, 0.5, 1.0, False, "[0.5, 1] (1 backward Euler, 0.5 Crank–Nicolson)")
     if dt is not None:
@@ -834,6 +869,18 @@ def solve_fokker_planck(
     save_times = tuple(save.tolist())
     theta = jnp.asarray(theta) if method == "implicit" else None  # explicit steps have no θ
     pieces = _runs_by_pieces(method, field, grid, save, t0, steps)
+    if adjoint == "forward":  # the step and the coefficients are formed again inside, with their tangents
+
+        def run(params: tuple[AbstractField, Diffusion], f: Array, mode: str = adjoint) -> KineticSolution:
+            fld, k = params[0], _checked_diffusion(params[1], strict=False)
+            _, step_k, first_k = _prepare(grid, k, fld, method, cfl if dt is None else None, span)
+            step_k = step_k if dt is None else step
+            return _solve(
+                fld, f, grid, k, first_k, step_k, save_times, steps, method, theta, mode, t0, pieces
+            )
+
+        # f0's cotangent, when asked for, by the default adjoint (the forward tangents are not transposable)
+        return forward_sensitivities(run, (field, given_diffusion), f0, partial(run, mode="checkpointed"))
     return _solve(
         field, f0, grid, diffusion, first, step, save_times, steps, method, theta, adjoint, t0, pieces
     )

@@ -26,7 +26,9 @@ whole block (measured on the MUSCL solver: 2.3x faster gradients and a quarter o
 VJP of one step (:class:`meanfield_jax.adjoint.VJPStep`): the same checkpoints, but each step is
 differentiated on its own, without the nested checkpoint transforms (less memory, and usually faster,
 see benchmarks/README.md); being a ``jax.custom_vjp`` it is reverse mode only (``jax.jvp``/``jacfwd``
-refuse it: use the default for them).
+refuse it: use the default for them). The kinetic solvers also take ``adjoint="forward"``
+(:func:`meanfield_jax.adjoint.forward_sensitivities` around the whole solve): the loop then runs as with
+``"direct"``, and JAX's forward mode carries the parameters' tangents through it.
 
 With ``piece_constant`` the loop over an interval's steps becomes a loop over its *pieces* (the spans
 between consecutive stops: a layer, or the part of one between save times), each a fixed-length scan of

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .adjoint import materialised_vjp
+from .adjoint import KINETIC_ADJOINTS, forward_sensitivities, loop_adjoint, materialised_vjp
 from .conditional import batch_cond
 from .dispatch import jit_arrays
 from .field import AbstractField
@@ -76,7 +76,7 @@ from .kinetic_common import (
 from .muscl_adjoint import ssp_step_adjoint
 from .reconstruction import LIMITERS, cweno3, muscl, piecewise_constant
 from .solution import KineticSolution
-from .timestepping import ADJOINTS, integrate, resolve_save_times
+from .timestepping import integrate, resolve_save_times
 
 __all__ = ["CFL_LIMITS", "SCHEMES", "cfl_time_step", "solve_vlasov", "upwind_flux"]
 
@@ -254,8 +254,8 @@ def _solve(
 
     state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32), carry0)
     (f, outflow), info = integrate(  # the layer index and the carried velocities are not saved
-        step, state0, save, dt_max, layer_stops(field), t0=t0, max_steps=steps, adjoint=config.adjoint,
-        saved=lambda state: state[:2],
+        step, state0, save, dt_max, layer_stops(field), t0=t0, max_steps=steps,
+        adjoint=loop_adjoint(config.adjoint), saved=lambda state: state[:2],
     )
     return KineticSolution(
         ts=jnp.asarray(save, f0.dtype), f=f, grid=grid, outflow=outflow, num_steps=info["num_steps"]
@@ -317,7 +317,7 @@ def prepare_vlasov(
         check_choice("boundary", boundary, BOUNDARIES),
         check_choice("time_stepper", time_stepper, tuple(SSP_STEPPERS)),
         _check_cfl(cfl, scheme),
-        check_choice("adjoint", adjoint, ADJOINTS),
+        check_choice("adjoint", adjoint, KINETIC_ADJOINTS),
     )
     check_max_steps(max_steps)
     save = resolve_save_times(t_final, save_at, field.T, t0)
@@ -375,7 +375,10 @@ def solve_vlasov(
             jax.jit / jax.grad w.r.t. it); otherwise the count is computed from the CFL step.
         adjoint: how reverse mode differentiates the time loop: ``"checkpointed"`` (memory ~ √steps),
             ``"direct"`` (every step stored) or ``"discrete"`` (the discrete adjoint of the steps: same
-            gradient, less memory; reverse mode only, so not for ``jax.jvp``/``jacfwd``); see
+            gradient, less memory; reverse mode only, so not for ``jax.jvp``/``jacfwd``), or ``"forward"``
+            (forward sensitivities, :func:`~meanfield_jax.adjoint.forward_sensitivities`: the P parameters
+            of the field carried as P tangents through the loop, memory independent of the steps, the
+            fastest gradient when P is a handful; f0 by reverse mode; reverse mode only); see
             :mod:`meanfield_jax.timestepping`.
         t0: the time of f0 (default 0); the field's layers keep their absolute times, so a solve can be
             continued from any saved time (see :mod:`meanfield_jax.streaming`).
@@ -399,4 +402,10 @@ def solve_vlasov(
         field, f0, grid, t_final, save_at, scheme, limiter, cfl, boundary, time_stepper, max_steps, adjoint,
         t0,
     )
-    return _solve(field, f0, grid, tuple(float(s) for s in save), config, steps, t0, dt_max)
+    save_times = tuple(float(s) for s in save)
+    if adjoint == "forward":
+        def run(fld: AbstractField, f: Array, mode: str = adjoint) -> KineticSolution:
+            return _solve(fld, f, grid, save_times, config._replace(adjoint=mode), steps, t0, dt_max)
+
+        return forward_sensitivities(run, field, f0, partial(run, mode="checkpointed"))
+    return _solve(field, f0, grid, save_times, config, steps, t0, dt_max)

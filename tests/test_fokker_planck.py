@@ -169,10 +169,12 @@ def test_one_pass_heun_update_is_heuns_two_stage_step(s):
     assert float(jnp.sum(out)) == pytest.approx(float(jnp.sum(f)), rel=1e-15)
 
 
-def test_whole_step_stencil_is_the_one_pass_update_of_full_length():
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 11])
+def test_whole_step_stencil_is_the_one_pass_update_of_full_length(n):
     """Heun's step of the whole length Δt as one four-point stencil, (q₋₁, a + q₀, q₁ − b, q₂), equals the
-    six-coefficient update at s = 1 and Heun's two stages to round-off, keeps f ≥ 0 and conserves mass."""
-    alpha, beta, f, h, dt = _random_operator()
+    six-coefficient update at s = 1 and Heun's two stages to round-off, keeps f ≥ 0 and conserves mass;
+    down to two cells (the flux on the inner faces is read by slices of f from three cells on)."""
+    alpha, beta, f, h, dt = _random_operator(n)
     coefficients = heun_flux_coefficients(alpha, beta, h, dt)
     f1 = f + dt * apply_fitted_operator(((alpha, beta),), f, (h,))
     two_stages = 0.5 * (f + f1 + dt * apply_fitted_operator(((alpha, beta),), f1, (h,)))

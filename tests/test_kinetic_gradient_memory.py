@@ -3,8 +3,9 @@
 The bytes of the compiled gradient (XLA's temporary buffers), not time: with the default checkpointed
 adjoint and with the discrete adjoint, 10x the steps per save interval (100 -> 1000, where the segments
 nest one level deeper) must cost well under the √10 ≈ 3.2x of one level of √n segments, while storing
-every step grows ~10x; the discrete adjoint needs less than the checkpointed one (transport), or the same
-(within 5 %, 1-D Fokker–Planck, whose step is one pass over f under both).
+every step grows ~10x, and forward sensitivities (``adjoint="forward"``) store nothing per step; the
+discrete adjoint needs less than the checkpointed one (transport), or the same (within 5 %, 1-D
+Fokker–Planck, whose step is one pass over f under both).
 """
 
 import jax
@@ -33,12 +34,13 @@ def gradient_temp_bytes(solver: str, steps: int, adjoint: str) -> int:
 
 @pytest.mark.parametrize("solver", ["vlasov", "fokker_planck"])
 def test_gradient_memory_grows_far_slower_than_the_number_of_steps(solver):
-    nbytes = {(a, steps): gradient_temp_bytes(solver, steps, a)
-              for a in ("checkpointed", "discrete", "direct") for steps in (100, 1000)}
-    growth = {a: nbytes[a, 1000] / nbytes[a, 100] for a in ("checkpointed", "discrete", "direct")}
+    adjoints = ("checkpointed", "discrete", "direct", "forward")
+    nbytes = {(a, steps): gradient_temp_bytes(solver, steps, a) for a in adjoints for steps in (100, 1000)}
+    growth = {a: nbytes[a, 1000] / nbytes[a, 100] for a in adjoints}
     assert growth["checkpointed"] < 2.0, growth
     assert growth["discrete"] < 2.0, growth
     assert growth["direct"] > 7.0, growth
+    assert growth["forward"] < 1.1, growth  # the tangents, carried beside the state: nothing per step
     # the discrete adjoint differentiates one step at a time, without the nested checkpoint transforms: less
     # memory for transport; a 1-D Fokker–Planck step is one pass over f under both, and they need the same
     limit = 0.9 if solver == "vlasov" else 1.05
