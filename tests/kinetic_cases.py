@@ -4,6 +4,7 @@ densities (so the save inside the loop gets a cotangent too)."""
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array
 
 import meanfield_jax as mfj
@@ -85,3 +86,12 @@ def loss(case, W, b, f0, adjoint):
     f = solver(field, f0, grid, save_at=SAVES, adjoint=adjoint, **kwargs).f
     x = grid.x if grid.d == 1 else grid.xaxis.x[:, None] + 0.5 * grid.yaxis.x[None, :] ** 2
     return jnp.sum(f[1] * x) + 2.0 * jnp.sum(f[2] * x**2)
+
+
+def assert_gradients_agree(got, want):
+    """Each gradient equals its reference to round-off (10⁻¹¹ of its largest entry), and each reference
+    is non-zero (every argument moves the loss)."""
+    for a, b in zip(got, want):
+        scale = float(jnp.max(jnp.abs(b)))
+        assert scale > 1e-4
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-11 * scale)
