@@ -291,6 +291,7 @@ def forward_sensitivities(
     A ``jax.custom_vjp``: reverse mode only (``jax.jvp`` refuses it; for forward mode differentiate the
     solver with another adjoint).
     """
+    reverse = fn if reverse is None else reverse
     dynamic, static = eqx.partition(params, eqx.is_inexact_array)
     rest_dynamic, rest_static = eqx.partition(rest, eqx.is_inexact_array)
     leaves, treedef = jax.tree.flatten(dynamic)
@@ -333,7 +334,7 @@ def forward_sensitivities(
         if keep is None:
             return d_params, [None] * len(rest_moving)
         values, rest_values = keep
-        _, vjp = jax.vjp(lambda r_: solve(values, r_, fn if reverse is None else reverse), rest_values)
+        _, vjp = jax.vjp(lambda r_: solve(values, r_, reverse), rest_values)
         (d_rest,) = vjp(jax.tree.map(_instantiated, cotangent, is_leaf=_is_symbolic_zero))
         return d_params, [g if m is not None else None for g, m in zip(d_rest, rest_moving)]
 

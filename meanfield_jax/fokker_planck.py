@@ -346,8 +346,10 @@ def _heun_update_1d(
     same gradients), which in turn had been 1.2x faster than integrate's conditional around the step.
 
     Inside it, a second conditional on ``full`` (a step of the whole length Δt, as the time loop tells it)
-    takes the four-point ``stencil`` = ``heun_whole_step_stencil(update)``, made once per layer like
-    ``update``; a step landing on a stop takes the six-coefficient update. Public solves, old and new code
+    forms the face flux from the four-point ``stencil`` = ``heun_whole_step_stencil(update)``, made once per
+    layer like ``update``, and a step landing on a stop forms it from the six coefficients; f is updated
+    from the flux after that conditional (:func:`~meanfield_jax.chang_cooper.flux_update`, which says why).
+    The four-point stencil alone, public solves, old and new code
     interleaved, float64, 200 steps: 10⁴ cells 0.96–1.00x the time, 3·10⁴ 0.88x, 10⁵ 0.89–0.93x; ten layers
     on 3·10⁴ cells 0.86x, five on 10⁴ 0.90x (measured). Under differentiation the value is the jvp rule's,
     the six-coefficient update at every step, so gradients compile and compute as before (bitwise); the
@@ -400,10 +402,11 @@ def _heun_update_1d_forward_jvp(spacing, primals, tangents):
         return jax.jvp(heun_whole_step_flux, (stencil_, f_), (d_stencil_, df_))[1]
 
     def stages(operands):  # the flux whose differences are the two stages' tangent increment
-        tangent = _heun_stages_tangent(operands[4:7], (operands[7], operands[3], operands[8]), spacing)
-        return -jnp.cumsum(tangent - operands[3], axis=-1)[..., :-1]
+        _, _, f_, df_, coefficients_, d_coefficients_, dt_k_, d_dt_k_ = operands
+        tangent = _heun_stages_tangent((coefficients_, f_, dt_k_), (d_coefficients_, df_, d_dt_k_), spacing)
+        return -jnp.cumsum(tangent - df_, axis=-1)[..., :-1]
 
-    operands = (stencil, d_stencil, f, df, coefficients, f, dt_k, d_coefficients, d_dt_k)
+    operands = (stencil, d_stencil, f, df, coefficients, d_coefficients, dt_k, d_dt_k)
     out = _heun_update_1d_forward(*primals, spacing)
     # the update after the conditional, as in _heun_update_1d (flux_update): no copy of δf per step
     return out, flux_update(df, batch_cond(full, whole, stages, operands)).astype(out.dtype)
