@@ -13,9 +13,12 @@ same four solves one after the other (benchmarks/kinetic.py, "batch").
     cond(all p, vmap f, cond(any p, select(p, vmap f, vmap g), vmap g)),
 
 so a branch runs, for the whole batch, only when some member takes it, and both only when the members
-disagree. Derivatives are those of ``lax.cond`` (a ``custom_jvp`` whose rule is ``lax.cond``'s JVP), so
-forward and reverse mode work as for ``lax.cond``; a vmap of a derivative gets ``lax.cond``'s batching
-(the select) back.
+disagree. With a predicate shared by the batch it is one ``lax.cond`` of the batched branches, whose
+outputs are batched where a batched input reaches them in either branch (found on the branches' jaxprs),
+as through ``lax.cond``: a JVP rule that forms value and tangent in one conditional then keeps the value
+unbatched under a vmap over tangent directions (the forward sensitivities). Derivatives are those of
+``lax.cond`` (a ``custom_jvp`` whose rule is ``lax.cond``'s JVP), so forward and reverse mode work as
+for ``lax.cond``; a vmap of a derivative gets ``lax.cond``'s batching (the select) back.
 
 :func:`behind_conditional` uses a conditional for its other effect: XLA does not fuse across one, so what
 its branches compute is written to memory by kernels of its own before anything reads it.
@@ -30,6 +33,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
+from jax.extend.core import Var
 from jaxtyping import Array, ArrayLike
 
 __all__ = ["batch_cond", "behind_conditional"]
@@ -55,10 +59,12 @@ def batch_cond(pred: ArrayLike, true_fun: Callable[..., Any], false_fun: Callabl
 
     @batched.def_vmap
     def _rule(axis_size: int, in_batched, pred, true_arrays, false_arrays, operands):
-        pred = pred if in_batched[0] else jnp.broadcast_to(pred, (axis_size,))
+        true_batched, false_batched, operands_batched = in_batched[1:]
+        if not in_batched[0]:  # one branch for the whole batch, as lax.cond's own batching
+            true, false = (run_true, true_arrays, true_batched), (run_false, false_arrays, false_batched)
+            return _shared_predicate(axis_size, pred, true, false, operands, operands_batched)
         # unbatched inputs stay unbatched (in_axes None), not copied axis_size times
-        axes = [jax.tree.map(lambda b: 0 if b else None, tree) for tree in in_batched[1:]]
-        true_axes, false_axes, operand_axes = axes
+        true_axes, false_axes, operand_axes = (_axes(tree) for tree in in_batched[1:])
 
         def every(run, arrays, array_axes):
             return jax.vmap(run, in_axes=(operand_axes, array_axes), axis_size=axis_size)(operands, arrays)
@@ -88,6 +94,49 @@ def batch_cond(pred: ArrayLike, true_fun: Callable[..., Any], false_fun: Callabl
         return jax.jvp(lambda *args: plain(pred, *args), primals[1:], tangents[1:])
 
     return call(pred, true_arrays, false_arrays, tuple(operands))
+
+
+def _shared_predicate(axis_size: int, pred: Array, true: tuple, false: tuple, operands: Any, batched: Any):
+    """``lax.cond(pred, ...)`` over a batch with one predicate for all members: an output stays unbatched
+    where neither branch's value depends on a batched input (so that, e.g., the value of a JVP stays
+    unbatched under a vmap over tangent directions, as it does through ``lax.cond``). ``true`` and
+    ``false``: (run, the arrays it closes over, their batched flags); ``batched``: the operands' flags."""
+    structure, out_batched = None, None
+    for run, arrays, arrays_batched in (true, false):
+        out, depends = _dependence(run, (operands, arrays), (batched, arrays_batched))
+        structure = jax.tree.structure(out)
+        out_batched = depends if out_batched is None else [a or b for a, b in zip(out_batched, depends)]
+    out_axes = jax.tree.unflatten(structure, [0 if b else None for b in out_batched])
+
+    def branch(run, arrays, arrays_batched):
+        in_axes = _axes((batched, arrays_batched))
+        vmapped = jax.vmap(run, in_axes=in_axes, out_axes=out_axes, axis_size=axis_size)
+        return lambda _: vmapped(operands, arrays)
+
+    out = jax.lax.cond(pred, branch(*true), branch(*false), None)
+    return out, jax.tree.unflatten(structure, out_batched)
+
+
+def _axes(batched: Any) -> Any:
+    """vmap's in_axes from custom_vmap's batched flags."""
+    return jax.tree.map(lambda b: 0 if b else None, batched)
+
+
+def _dependence(run: Callable[..., Any], inputs: tuple, batched: tuple) -> tuple[Any, list[bool]]:
+    """(the shapes of one member's ``run(*inputs)``, for each output leaf whether it depends on an input
+    flagged in ``batched``): a pass over the jaxpr of one member, an equation's outputs depending on its
+    inputs as a whole."""
+    leaves, treedef = jax.tree.flatten(inputs)
+    flags = jax.tree.leaves(batched)
+    member = [jax.ShapeDtypeStruct(x.shape[1:] if b else x.shape, x.dtype) for x, b in zip(leaves, flags)]
+    one_member = jax.make_jaxpr(lambda *ls: run(*jax.tree.unflatten(treedef, ls)), return_shape=True)
+    closed, out = one_member(*member)
+    jaxpr = closed.jaxpr
+    dependent = {v for v, b in zip(jaxpr.invars, flags) if b}
+    for eqn in jaxpr.eqns:
+        if any(isinstance(v, Var) and v in dependent for v in eqn.invars):
+            dependent.update(eqn.outvars)
+    return out, [isinstance(v, Var) and v in dependent for v in jaxpr.outvars]
 
 
 def _closure_converted(fun: Callable[..., Any], operands: tuple) -> tuple[Any, Callable[..., Any]]:

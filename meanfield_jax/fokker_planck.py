@@ -388,28 +388,34 @@ def _heun_update_1d_forward(
     (``adjoint="forward"``), which never transpose it: on a step of the whole length the tangent of the
     four-point update, δf − Δ(Σ_k c_k δf_{i+k} + δc_k f_{i+k}), one pass reading f, δf and the stencil
     with its tangent (made once per layer, like the stencil); on a step landing on a stop, or past the end,
-    the two stages' tangent, behind a conditional."""
+    the two stages' tangent. The value's face flux is formed behind the same conditional (on a step past
+    the end the six-coefficient flux at s = 0, which is zero), and f and δf are updated after it: with the
+    value apart, behind the skip's conditional of its own, XLA copied f into the loop's state at every
+    step. Gradients at 10³ / 10⁴ / 10⁵ cells 0.95 / 0.93 / 0.82x the time (measured, one process, calls
+    interleaved, bitwise the same gradients)."""
     return _heun_update_1d.fun(coefficients, update, stencil, f, dt_k, s, full, spacing)
 
 
 @_heun_update_1d_forward.defjvp
 def _heun_update_1d_forward_jvp(spacing, primals, tangents):
-    coefficients, _, stencil, f, dt_k, _, full = primals
+    coefficients, update, stencil, f, dt_k, s, full = primals
     d_coefficients, _, d_stencil, df, d_dt_k, _, _ = tangents
 
-    def whole(operands):
+    def whole(operands):  # (F, δF) of the four-point stencil, one pass over f, δf
         stencil_, d_stencil_, f_, df_ = operands[:4]
-        return jax.jvp(heun_whole_step_flux, (stencil_, f_), (d_stencil_, df_))[1]
+        return jax.jvp(heun_whole_step_flux, (stencil_, f_), (d_stencil_, df_))
 
-    def stages(operands):  # the flux whose differences are the two stages' tangent increment
-        _, _, f_, df_, coefficients_, d_coefficients_, dt_k_, d_dt_k_ = operands
+    def stages(operands):  # the six-coefficient flux, and the flux whose differences are the stages' tangent
+        _, _, f_, df_, coefficients_, d_coefficients_, dt_k_, d_dt_k_, update_, s_ = operands
         tangent = _heun_stages_tangent((coefficients_, f_, dt_k_), (d_coefficients_, df_, d_dt_k_), spacing)
-        return -jnp.cumsum(tangent - df_, axis=-1)[..., :-1]
+        return heun_update_flux(update_, f_, s_), -jnp.cumsum(tangent - df_, axis=-1)[..., :-1]
 
-    operands = (stencil, d_stencil, f, df, coefficients, d_coefficients, dt_k, d_dt_k)
-    out = _heun_update_1d_forward(*primals, spacing)
-    # the update after the conditional, as in _heun_update_1d (flux_update): no copy of δf per step
-    return out, flux_update(df, batch_cond(full, whole, stages, operands)).astype(out.dtype)
+    operands = (stencil, d_stencil, f, df, coefficients, d_coefficients, dt_k, d_dt_k, update, s)
+    # value and tangent behind one conditional, both updates after it (flux_update): no copy per step;
+    # batch_cond keeps the value unbatched under the vmap over tangent directions
+    flux, d_flux = batch_cond(full, whole, stages, operands)
+    return flux_update(f, flux).astype(f.dtype), flux_update(df, d_flux).astype(f.dtype)
+
 
 
 def _heun_stages(coefficients, f: Array, dt: Array, spacing: tuple[float, ...]) -> Array:

@@ -126,3 +126,21 @@ def test_behind_conditional_gives_fn_values_from_a_conditional_also_under_vmap()
     nan = buffers.at[1, 2].set(jnp.nan)  # the middle entry: the predicate is false, the branches the same
     np.testing.assert_array_equal(behind_conditional(read, nan, i)[0], buffers[2])
     assert behind_conditional(lambda k: k * 2, jnp.asarray(3)) == 6
+
+
+def test_a_shared_predicate_keeps_unbatched_outputs_unbatched():
+    """With one predicate for the whole batch, an output that no batched input reaches stays unbatched (as
+    through lax.cond), so a vmap may return it with out_axes None; the batched one is each member's."""
+    x, ds = jnp.arange(3.0), jnp.arange(12.0).reshape(4, 3)
+
+    branches = (lambda a, b: (a * 2.0, b * a), lambda a, b: (a + 1.0, b - a))
+
+    def both(p, d):
+        return batch_cond(p, *branches, x, d)
+
+    run = jax.jit(jax.vmap(both, in_axes=(None, 0), out_axes=(None, 0)))
+    for p in (True, False):
+        shared, per_member = run(jnp.asarray(p), ds)
+        expected = [jax.lax.cond(p, *branches, x, d) for d in ds]
+        np.testing.assert_array_equal(shared, expected[0][0])
+        np.testing.assert_array_equal(per_member, np.stack([e[1] for e in expected]))
