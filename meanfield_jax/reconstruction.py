@@ -40,8 +40,11 @@ __all__ = [
     "minmod",
     "monotonized_central",
     "muscl",
+    "pack_half_partials",
+    "packs_partials",
     "piecewise_constant",
     "scale_towards_mean",
+    "unpack_half_partials",
     "van_leer",
 ]
 
@@ -217,6 +220,24 @@ def _mc_partials(a: Array, b: Array) -> tuple[Array, Array]:
 
 
 _CLOSED_FORM_PARTIALS = {minmod: _minmod_partials, monotonized_central: _mc_partials}
+
+
+def packs_partials(limiter: Limiter) -> bool:
+    """Whether ½ ∂φ/∂Δ⁻ and ½ ∂φ/∂Δ⁺ of ``limiter`` are multiples of 1/8 in [0, 1] (minmod: 0, ¼, ½; MC:
+    0, ⅛, …, ⅝, 1, ties included), so that :func:`pack_half_partials` holds both exactly in one number."""
+    return limiter in _CLOSED_FORM_PARTIALS
+
+
+def pack_half_partials(d_minus: Array, d_plus: Array) -> Array:
+    """One array for (½ ∂φ/∂Δ⁻, ½ ∂φ/∂Δ⁺) of a limiter that :func:`packs_partials`: the integer
+    A + 16 B with A = 8 · ½ ∂φ/∂Δ⁻ and B = 8 · ½ ∂φ/∂Δ⁺ in 0 … 8, exact in any floating-point format."""
+    return 8.0 * d_minus + 128.0 * d_plus
+
+
+def unpack_half_partials(code: Array) -> tuple[Array, Array]:
+    """The inverse of :func:`pack_half_partials` (exact): B = ⌊code / 16⌋, A = code − 16 B."""
+    high = jnp.floor(code / 16.0)
+    return (code - 16.0 * high) / 8.0, high / 8.0
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import meanfield_jax as mfj
-from meanfield_jax import reconstruction
+from meanfield_jax import muscl_adjoint, reconstruction
 from meanfield_jax.kinetic_common import BOUNDARIES, SSP_STEPPERS
 from meanfield_jax.reconstruction import LIMITERS
 from meanfield_jax.transport import _Config, _muscl_step
@@ -78,8 +78,15 @@ def assert_written_adjoint_equals_jax_vjp(config, grid, f, outflow, velocities, 
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-14 * max(scale, 1.0), err_msg=name)
 
 
+def set_packing(monkeypatch, packed: bool) -> None:
+    """φ's two partials written as one array (minmod, MC) at any grid size, or at none."""
+    monkeypatch.setattr(muscl_adjoint, "PACKED_PARTIALS_FROM", 0 if packed else 2**62)
+
+
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize(("limiter", "boundary", "stepper"), COMBINATIONS)
-def test_written_step_adjoint_equals_jax_vjp_of_the_stages(limiter, boundary, stepper):
+def test_written_step_adjoint_equals_jax_vjp_of_the_stages(limiter, boundary, stepper, packed, monkeypatch):
+    set_packing(monkeypatch, packed)
     config = _Config("muscl", limiter, boundary, stepper, 0.5, "discrete")
     rng = np.random.default_rng(7)
     f, outflow, velocity = state_and_velocity(rng)
@@ -88,7 +95,9 @@ def test_written_step_adjoint_equals_jax_vjp_of_the_stages(limiter, boundary, st
 
 @pytest.mark.parametrize(("limiter", "boundary", "stepper"), [
     ("mc", "outflow", "ssprk2"), ("minmod", "zero_flux", "ssprk3"), ("vanleer", "periodic", "euler")])
-def test_written_step_adjoint_in_2d(limiter, boundary, stepper):
+@pytest.mark.parametrize("packed", [False, True])
+def test_written_step_adjoint_in_2d(limiter, boundary, stepper, packed, monkeypatch):
+    set_packing(monkeypatch, packed)
     config = _Config("muscl", limiter, boundary, stepper, 0.5, "discrete")
     rng = np.random.default_rng(11)
     f, outflow, velocities = state_and_velocities_2d(rng)
@@ -137,6 +146,13 @@ def test_limiter_derivatives_are_those_of_jax_min_and_max(limiter, copies, monke
     np.testing.assert_array_equal(closed_form[0], jax_partials[0][0])
     for derivative, (_, derivative_jax) in zip(closed_form[1:], jax_partials[:2]):
         np.testing.assert_array_equal(derivative, derivative_jax)
+    if reconstruction.packs_partials(LIMITERS[limiter]):  # halves packed into one number and back, exactly
+        halves = [0.5 * d for d in closed_form[1:]]
+        for dtype in (jnp.float32, jnp.float64):
+            code = reconstruction.pack_half_partials(*(h.astype(dtype) for h in halves))
+            assert code.dtype == dtype
+            for unpacked, half in zip(reconstruction.unpack_half_partials(code), halves):
+                np.testing.assert_array_equal(unpacked, half)
 
 
 def test_discrete_gradients_of_a_batch_of_fields_under_vmap():
