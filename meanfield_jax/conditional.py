@@ -33,7 +33,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
-from jax.extend.core import Var
+from jax.extend.core import Jaxpr, Var
 from jaxtyping import Array, ArrayLike
 
 __all__ = ["batch_cond", "behind_conditional"]
@@ -113,7 +113,8 @@ def _shared_predicate(axis_size: int, pred: Array, true: tuple, false: tuple, op
         vmapped = jax.vmap(run, in_axes=in_axes, out_axes=out_axes, axis_size=axis_size)
         return lambda _: vmapped(operands, arrays)
 
-    out = jax.lax.cond(pred, branch(*true), branch(*false), None)
+    # batch_cond, not lax.cond: under an outer vmap that batches pred it stays a conditional
+    out = batch_cond(pred, branch(*true), branch(*false), None)
     return out, jax.tree.unflatten(structure, out_batched)
 
 
@@ -124,19 +125,43 @@ def _axes(batched: Any) -> Any:
 
 def _dependence(run: Callable[..., Any], inputs: tuple, batched: tuple) -> tuple[Any, list[bool]]:
     """(the shapes of one member's ``run(*inputs)``, for each output leaf whether it depends on an input
-    flagged in ``batched``): a pass over the jaxpr of one member, an equation's outputs depending on its
-    inputs as a whole."""
+    flagged in ``batched``), from the jaxpr of one member (:func:`_depends`)."""
     leaves, treedef = jax.tree.flatten(inputs)
     flags = jax.tree.leaves(batched)
-    member = [jax.ShapeDtypeStruct(x.shape[1:] if b else x.shape, x.dtype) for x, b in zip(leaves, flags)]
+    member = [
+        jax.ShapeDtypeStruct(x.shape[1:] if b else x.shape, x.dtype, weak_type=jax.typeof(x).weak_type)
+        for x, b in zip(leaves, flags)
+    ]
     one_member = jax.make_jaxpr(lambda *ls: run(*jax.tree.unflatten(treedef, ls)), return_shape=True)
     closed, out = one_member(*member)
-    jaxpr = closed.jaxpr
+    return out, _depends(closed.jaxpr, flags)
+
+
+def _depends(jaxpr: Any, flags: list[bool]) -> list[bool]:
+    """Which outputs of ``jaxpr`` depend on its inputs flagged in ``flags``: a forward pass over its
+    equations, into the jaxpr of a call (``jax.jit``, ``custom_jvp``: as JAX's JVP leaves jitted functions,
+    value and tangent in one call), and an equation's outputs depending on all its inputs otherwise."""
     dependent = {v for v, b in zip(jaxpr.invars, flags) if b}
     for eqn in jaxpr.eqns:
-        if any(isinstance(v, Var) and v in dependent for v in eqn.invars):
-            dependent.update(eqn.outvars)
-    return out, [isinstance(v, Var) and v in dependent for v in jaxpr.outvars]
+        inputs = [isinstance(v, Var) and v in dependent for v in eqn.invars]
+        if not any(inputs):
+            continue
+        called = _called_jaxpr(eqn)
+        outputs = _depends(called, inputs) if called is not None else [True] * len(eqn.outvars)
+        dependent.update(v for v, d in zip(eqn.outvars, outputs) if d)
+    return [isinstance(v, Var) and v in dependent for v in jaxpr.outvars]
+
+
+def _called_jaxpr(eqn: Any) -> Any:
+    """The jaxpr an equation calls with its own inputs and outputs, or None."""
+    for key in ("jaxpr", "call_jaxpr"):
+        param = eqn.params.get(key)
+        called = getattr(param, "jaxpr", param)  # a ClosedJaxpr's jaxpr
+        if not isinstance(called, Jaxpr):
+            continue
+        if (len(called.invars), len(called.outvars)) == (len(eqn.invars), len(eqn.outvars)):
+            return called
+    return None
 
 
 def _closure_converted(fun: Callable[..., Any], operands: tuple) -> tuple[Any, Callable[..., Any]]:

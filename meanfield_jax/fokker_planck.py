@@ -389,10 +389,10 @@ def _heun_update_1d_forward(
     four-point update, δf − Δ(Σ_k c_k δf_{i+k} + δc_k f_{i+k}), one pass reading f, δf and the stencil
     with its tangent (made once per layer, like the stencil); on a step landing on a stop, or past the end,
     the two stages' tangent. The value's face flux is formed behind the same conditional (on a step past
-    the end the six-coefficient flux at s = 0, which is zero), and f and δf are updated after it: with the
-    value apart, behind the skip's conditional of its own, XLA copied f into the loop's state at every
-    step. Gradients at 10³ / 10⁴ / 10⁵ cells 0.95 / 0.93 / 0.82x the time (measured, one process, calls
-    interleaved, bitwise the same gradients)."""
+    the end the six-coefficient flux at s = 0, which is zero for finite f), and f and δf are updated after
+    it: with the value apart, behind the skip's conditional of its own, XLA copied f into the loop's state
+    at every step. Gradients at 10³ / 10⁴ / 10⁵ cells 0.95 / 0.93 / 0.82x the time (measured, one process,
+    calls interleaved, bitwise the same gradients)."""
     return _heun_update_1d.fun(coefficients, update, stencil, f, dt_k, s, full, spacing)
 
 

@@ -230,7 +230,7 @@ def packs_partials(limiter: Limiter) -> bool:
 
 def pack_half_partials(d_minus: Array, d_plus: Array) -> Array:
     """One array for (½ ∂φ/∂Δ⁻, ½ ∂φ/∂Δ⁺) of a limiter that :func:`packs_partials`: the integer
-    A + 16 B with A = 8 · ½ ∂φ/∂Δ⁻ and B = 8 · ½ ∂φ/∂Δ⁺ in 0 … 8, exact in any floating-point format."""
+    A + 16 B with A = 8 · ½ ∂φ/∂Δ⁻ and B = 8 · ½ ∂φ/∂Δ⁺ in 0 … 8, exact in float16 and wider formats."""
     return 8.0 * d_minus + 128.0 * d_plus
 
 

@@ -144,3 +144,35 @@ def test_a_shared_predicate_keeps_unbatched_outputs_unbatched():
         expected = [jax.lax.cond(p, *branches, x, d) for d in ds]
         np.testing.assert_array_equal(shared, expected[0][0])
         np.testing.assert_array_equal(per_member, np.stack([e[1] for e in expected]))
+
+
+def test_an_output_one_branch_batches_is_batched():
+    """The first output depends on the batched operand in the false branch only: it is batched for both
+    predicate values, each member's lax.cond."""
+    x, ds = jnp.arange(3.0), jnp.arange(12.0).reshape(4, 3)
+    branches = (lambda a, b: (a * 2.0, b * a), lambda a, b: (a + b, b - a))
+    run = jax.jit(jax.vmap(lambda p, d: batch_cond(p, *branches, x, d), in_axes=(None, 0)))
+    for p in (True, False):
+        got = run(jnp.asarray(p), ds)
+        expected = [jax.lax.cond(p, *branches, x, d) for d in ds]
+        for k in range(2):
+            np.testing.assert_array_equal(got[k], np.stack([e[k] for e in expected]))
+
+
+def test_a_shared_predicate_under_an_outer_vmap_stays_a_conditional():
+    """An inner vmap with one predicate for its batch, inside an outer vmap that batches that predicate (as
+    forward sensitivities vmapped over fields): the branch no member takes does not run (it raises if it
+    does), and the values are each member's."""
+    x, ds = jnp.arange(3.0), jnp.arange(12.0).reshape(4, 3)
+
+    def raising(a, b):
+        return eqx.error_if(a, a > -1.0, "the true branch ran"), b
+
+    def member(p, d):
+        return batch_cond(p, raising, lambda a, b: (-a, 2.0 * b), x, d)
+
+    inner = jax.vmap(member, in_axes=(None, 0), out_axes=(None, 0))
+    outer = jax.jit(jax.vmap(inner, in_axes=(0, None)))
+    shared, per_member = jax.block_until_ready(outer(jnp.zeros(2, bool), ds))
+    np.testing.assert_array_equal(shared, np.stack([-x, -x]))
+    np.testing.assert_array_equal(per_member, np.stack([2.0 * ds, 2.0 * ds]))
