@@ -64,7 +64,7 @@ def batch_cond(pred: ArrayLike, true_fun: Callable[..., Any], false_fun: Callabl
             true, false = (run_true, true_arrays, true_batched), (run_false, false_arrays, false_batched)
             return _shared_predicate(axis_size, pred, true, false, operands, operands_batched)
         # unbatched inputs stay unbatched (in_axes None), not copied axis_size times
-        true_axes, false_axes, operand_axes = (_axes(tree) for tree in in_batched[1:])
+        true_axes, false_axes, operand_axes = map(_axes, (true_batched, false_batched, operands_batched))
 
         def every(run, arrays, array_axes):
             return jax.vmap(run, in_axes=(operand_axes, array_axes), axis_size=axis_size)(operands, arrays)
@@ -78,10 +78,11 @@ def batch_cond(pred: ArrayLike, true_fun: Callable[..., Any], false_fun: Callabl
         def mixed(_):
             return jax.tree.map(lambda a, b: _select(pred, a, b), every_true(None), every_false(None))
 
+        # batch_cond, not lax.cond: under an outer vmap these predicates are batched too
         def not_all(_):
-            return jax.lax.cond(jnp.any(pred), mixed, every_false, None)
+            return batch_cond(jnp.any(pred), mixed, every_false, None)
 
-        out = jax.lax.cond(jnp.all(pred), every_true, not_all, None)
+        out = batch_cond(jnp.all(pred), every_true, not_all, None)
         return out, jax.tree.map(lambda _: True, out)
 
     @jax.custom_jvp

@@ -414,9 +414,8 @@ def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str)
     face velocities or as Δt · L v).
 
     Each stage but the last is computed behind a conditional whose two branches are the stage, with the
-    predicate
-    Δt == Δt (true unless Δt is NaN, but not a constant XLA could fold; a scalar, so also replicated on every
-    device of a sharded solve; under ``jax.vmap`` it holds for every field, so
+    predicate Δt == Δt (true unless Δt is NaN, but not a constant XLA could fold; a scalar, so also
+    replicated on every device of a sharded solve; under ``jax.vmap`` it holds for every field, so
     :func:`~meanfield_jax.conditional.batch_cond` runs the stage once): its result is a materialised array
     that the next stage reads, which keeps XLA from fusing (and so re-evaluating) a stage's stencil into
     every later stage. An identity branch instead (the stage skipped when Δt = 0) made XLA copy the state

@@ -176,3 +176,24 @@ def test_a_shared_predicate_under_an_outer_vmap_stays_a_conditional():
     shared, per_member = jax.block_until_ready(outer(jnp.zeros(2, bool), ds))
     np.testing.assert_array_equal(shared, np.stack([-x, -x]))
     np.testing.assert_array_equal(per_member, np.stack([2.0 * ds, 2.0 * ds]))
+
+
+def test_a_batched_predicate_under_an_outer_vmap_stays_a_conditional():
+    """Predicates batched by both an inner and an outer vmap: the branch no member takes does not run (it
+    raises if it does), and every member gets its own branch."""
+    x = jnp.arange(3.0)
+
+    def raising(a):
+        return eqx.error_if(a, a > -1.0, "the true branch ran")
+
+    def member(p, a):
+        return batch_cond(p, raising, jnp.negative, a)
+
+    nested = jax.jit(jax.vmap(jax.vmap(member, in_axes=(0, None)), in_axes=(0, None)))
+    out = jax.block_until_ready(nested(jnp.zeros((2, 4), bool), x))
+    np.testing.assert_array_equal(out, np.broadcast_to(-x, (2, 4, 3)))
+    mixed = jnp.asarray([[True, False], [False, False]])
+    safe = jax.jit(jax.vmap(jax.vmap(lambda p, a: batch_cond(p, jnp.sin, jnp.negative, a), in_axes=(0, None)),
+                            in_axes=(0, None)))
+    expected = [[jnp.sin(x) if p else -x for p in row] for row in mixed.tolist()]
+    np.testing.assert_array_equal(safe(mixed, x), np.asarray(expected))
