@@ -230,6 +230,25 @@ def test_backward_pass_in_particle_groups_changes_nothing(monkeypatch):
     assert_round_off(got, jax.jit(jax.grad(reference("tanh"), argnums=(0, 1, 2)))(W, b, x0))
 
 
+@pytest.mark.parametrize("case", ["groups", "stochastic", "feedback"])
+def test_unrolled_segments_give_the_looped_segments_gradient(monkeypatch, case):
+    """The particle step's backward pass writes out each segment's layers; looping over them instead
+    (recomputed states and residuals through a segment's buffer) gives the same gradients: in particle
+    groups, with noise (residuals σ' and ξ), with the feedback mean, and with a head segment (5 layers)."""
+    monkeypatch.setattr(particles, "_BACKWARD_BLOCK_VALUES", 8)
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    W, b, x0 = problem(2, seed=16, n=12, layers=5)
+    feedback = 0.4 if case == "feedback" else None
+    J = ours("tanh", "discrete", feedback=feedback, stochastic=case == "stochastic")
+    assert particles.NeuralEulerStep.unrolled_segments
+    unrolled = jax.jit(jax.grad(J, argnums=(0, 1, 2)))(W, b, x0)
+    monkeypatch.setattr(particles.NeuralEulerStep, "unrolled_segments", False)
+    jax.clear_caches()  # the kernel is traced anew with the looped segments
+    looped = jax.jit(jax.grad(J, argnums=(0, 1, 2)))(W, b, x0)
+    assert_round_off(unrolled, looped, tol=1e-14)
+    jax.clear_caches()
+
+
 def test_particle_groups_divide_the_particle_count(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     assert particles._backward_blocks(100_000, 2, separable=True) == 10  # 2e5 / 2^14 ≈ 12
