@@ -38,7 +38,7 @@ Gradients (``adjoint=``, see :mod:`meanfield_jax.adjoint`); all three give the s
 
   with g_l = sqrt(2 K(x_l) Δt) ξ_l the noise, x_l recomputed from checkpoints every ≈ √L layers and ξ_l
   replayed from the key. On CPU, when the particles are independent (no noise, no feedback), the backward
-  pass runs on groups of about 2¹⁴/d particles in turn, so that a group's recomputed states stay in
+  pass runs on groups of about 2¹⁷/d particles in turn, so that a group's recomputed states stay in
   cache. Same memory as ``"checkpointed"``, the fastest reverse-mode gradient, exact w.r.t. W, b, x0 and
   the arrays a callable K closes over; reverse mode only (JAX cannot push forward-mode tangents through a
   custom VJP). Fields other than a :class:`NeuralField` (e.g. width-varying ones) use ``"checkpointed"``
@@ -78,8 +78,10 @@ __all__ = ["NeuralEulerStep", "euler_step", "layer_noise", "resnet_forward"]
 
 Diffusion = float | Callable[[Array], Array]
 
-# Values (particles x d) per group in the CPU backward pass of the discrete adjoint: 64 KiB in float32.
-_BACKWARD_BLOCK_VALUES = 2**14
+# Values (particles x d) per group in the CPU backward pass of the discrete adjoint: 512 KiB in float32.
+# With a segment's layers written out (``NeuralEulerStep.unrolled_segments``) groups of 2¹⁷ took 0.74–0.95x
+# the time of 2¹⁴ at n = 10⁵–10⁶ (benchmarks/README.md); with the segment's loops 2¹⁴ had been fastest.
+_BACKWARD_BLOCK_VALUES = 2**17
 
 def _check_diffusion(diffusion, key) -> None:
     if diffusion is None:
@@ -198,7 +200,7 @@ class NeuralEulerStep(AbstractAdjointStep):
 
 def _backward_blocks(n: int, d: int, separable: bool) -> int:
     """Groups of particles for the discrete adjoint's backward pass: one on accelerators or when the
-    particles are coupled (feedback mean, noise drawn for all at once); on CPU about n d / 2¹⁴ of them,
+    particles are coupled (feedback mean, noise drawn for all at once); on CPU about n d / 2¹⁷ of them,
     a divisor of n, so that each group's states and residuals stay in cache."""
     if not separable or jax.default_backend() != "cpu":
         return 1

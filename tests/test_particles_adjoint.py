@@ -251,7 +251,8 @@ def test_unrolled_segments_give_the_looped_segments_gradient(monkeypatch, case):
 
 def test_particle_groups_divide_the_particle_count(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert particles._backward_blocks(100_000, 2, separable=True) == 10  # 2e5 / 2^14 ≈ 12
+    assert particles._backward_blocks(1_000_000, 2, separable=True) == 16  # 2e6 / 2^17 ≈ 15.3
+    assert particles._backward_blocks(100_000, 2, separable=True) == 2  # 2e5 / 2^17 ≈ 1.5
     assert particles._backward_blocks(1_000_003, 2, separable=True) == 1  # a prime: one group
     assert particles._backward_blocks(100_000, 2, separable=False) == 1  # noise or feedback mean
     assert particles._backward_blocks(500, 1, separable=True) == 1
