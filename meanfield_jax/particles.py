@@ -79,7 +79,7 @@ __all__ = ["NeuralEulerStep", "euler_step", "layer_noise", "resnet_forward"]
 Diffusion = float | Callable[[Array], Array]
 
 # Values (particles x d) per group in the CPU backward pass of the discrete adjoint: 512 KiB in float32.
-# With a segment's layers written out (``NeuralEulerStep.unrolled_segments``) groups of 2¹⁷ took 0.74–0.95x
+# With a segment's layers written out (``NeuralEulerStep.unrolled_segments``) groups of 2¹⁷ took 0.73–0.95x
 # the time of 2¹⁴ at n = 10⁵–10⁶ (benchmarks/README.md); with the segment's loops 2¹⁴ had been fastest.
 _BACKWARD_BLOCK_VALUES = 2**17
 
@@ -146,7 +146,7 @@ class NeuralEulerStep(AbstractAdjointStep):
     K(x) = ``diffusion(xᵀ, *consts)``. :meth:`backward` is the exact adjoint of :meth:`forward`.
 
     The backward pass writes out each segment's layers (``unrolled_segments``): bitwise the same
-    gradients, 0.80–0.97x the time of the looped segments (L = 100, float32, n = 10⁴–10⁶, d = 1–16;
+    gradients, 0.78–1.01x the time of the looped segments (L = 100, float32, n = 10⁴–10⁶, d = 1–16;
     benchmarks/README.md).
     """
 
