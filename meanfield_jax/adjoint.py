@@ -173,7 +173,8 @@ class AbstractAdjointStep(eqx.Module):
     ~16, :func:`segment_plan`) instead of looping over them. Each recomputed state and residual is then a
     buffer of its own, where the loops write them into a segment's buffer and read them back (XLA's
     in-place dynamic-update-slice runs on one thread): worth it for small cheap steps (the particles),
-    not for large ones (the kinetic steps: no faster or slower, and up to 5.6x the compile time).
+    not for large ones (the kinetic steps: no faster or slower, and up to 5.6x the compile time). The
+    backward pass then never calls :meth:`read`.
     """
 
     unrolled_segments: ClassVar[bool] = False
@@ -403,7 +404,7 @@ def adjoint_scan(
     ``blocks`` > 1 declares that the last axis of x0 (and of the residuals) indexes independent problems
     sharing ``xs`` and ``shared``: the backward pass then runs on ``blocks`` groups of them one after the
     other (each group made of runs of consecutive entries spread over the axis, :func:`_to_groups`), so
-    that its working set stays small (in cache), and sums their parameter cotangents. The last axis must be
+    that its working set stays in cache, and sums their parameter cotangents. The last axis must be
     a multiple of ``blocks``.
     """
     del blocks
@@ -520,14 +521,15 @@ def _unrolled_segment_adjoint(step, shared) -> Callable:
     def segment_adjoint(carry, segment):
         p, d_shared = carry
         x, xs_seg = segment
+        inputs = [_read(xs_seg, i) for i in range(_num_steps(xs_seg))]
         stored = []
-        for i in range(_num_steps(xs_seg)):
-            x_next, residual = step.forward(x, _read(xs_seg, i), shared)
+        for xs_l in inputs:
+            x_next, residual = step.forward(x, xs_l, shared)
             stored.append((x, residual))
             x = x_next
         d_xs = [None] * len(stored)
         for i in reversed(range(len(stored))):
-            p, d_xs[i], d_shared_l = step.backward(*stored[i], p, _read(xs_seg, i), shared)
+            p, d_xs[i], d_shared_l = step.backward(*stored[i], p, inputs[i], shared)
             d_shared = jax.tree.map(jnp.add, d_shared, d_shared_l)
         return (p, d_shared), jax.tree.map(lambda *steps: jnp.stack(steps), *d_xs)
 

@@ -39,10 +39,10 @@ Gradients (``adjoint=``, see :mod:`meanfield_jax.adjoint`); all three give the s
   with g_l = sqrt(2 K(x_l) Δt) ξ_l the noise, x_l recomputed from checkpoints every ≈ √L layers and ξ_l
   replayed from the key. On CPU, when the particles are independent (no noise, no feedback), the backward
   pass runs on groups of about 2¹⁷/d particles in turn, so that a group's recomputed states stay in
-  cache. Same memory as ``"checkpointed"``, the fastest reverse-mode gradient, exact w.r.t. W, b, x0 and
-  the arrays a callable K closes over; reverse mode only (JAX cannot push forward-mode tangents through a
-  custom VJP). Fields other than a :class:`NeuralField` (e.g. width-varying ones) use ``"checkpointed"``
-  instead.
+  the last-level cache while its kernels are large enough to be split over the cores. Same memory as
+  ``"checkpointed"``, the fastest reverse-mode gradient, exact w.r.t. W, b, x0 and the arrays a callable
+  K closes over; reverse mode only (JAX cannot push forward-mode tangents through a custom VJP). Fields
+  other than a :class:`NeuralField` (e.g. width-varying ones) use ``"checkpointed"`` instead.
 * ``"direct"``: plain reverse mode through the scan; stores every layer (memory grows with L).
 
 ``diffusion`` given as a number is a constant, not differentiated; put K in a callable to differentiate
@@ -145,9 +145,10 @@ class NeuralEulerStep(AbstractAdjointStep):
     discrete gradient 574 → 530 ms at n = 10⁵, bitwise the same). Shared inputs ``(key, consts)`` with
     K(x) = ``diffusion(xᵀ, *consts)``. :meth:`backward` is the exact adjoint of :meth:`forward`.
 
-    The backward pass writes out each segment's layers (``unrolled_segments``): bitwise the same
-    gradients, 0.78–1.01x the time of the looped segments (L = 100, float32, n = 10⁴–10⁶, d = 1–16;
-    benchmarks/README.md).
+    The backward pass writes out each segment's layers (``unrolled_segments``): the same gradients to
+    round-off (bitwise in the benchmark's cases), 0.78–1.01x the time of the looped segments (L = 100,
+    float32, n = 10⁴–10⁶, d = 1–16), but 1.13x with a feedback mean at n = 10⁴, d = 2
+    (benchmarks/README.md).
     """
 
     unrolled_segments: ClassVar[bool] = True
@@ -201,7 +202,8 @@ class NeuralEulerStep(AbstractAdjointStep):
 def _backward_blocks(n: int, d: int, separable: bool) -> int:
     """Groups of particles for the discrete adjoint's backward pass: one on accelerators or when the
     particles are coupled (feedback mean, noise drawn for all at once); on CPU about n d / 2¹⁷ of them,
-    a divisor of n, so that each group's states and residuals stay in cache."""
+    a divisor of n, so that each group's states and residuals stay in the last-level cache (a segment's
+    ~10 of each: ~10 MiB in float32) while its kernels are large enough to be split over the cores."""
     if not separable or jax.default_backend() != "cpu":
         return 1
     target = max(1, round(n * d / _BACKWARD_BLOCK_VALUES))

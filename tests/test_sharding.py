@@ -147,7 +147,7 @@ CHILD = textwrap.dedent(
     explicit = jax.make_mesh((jax.device_count(),), ("particles",), axis_types=(AxisType.Explicit,))
     with jax.set_mesh(explicit):
         cases = {}
-        for n in (512, 262144):  # one cache group; 32 groups of particles in the backward pass
+        for n in (512, 262144):  # one cache group; 4 groups of particles in the backward pass
             x = jax.random.normal(jax.random.fold_in(key, n), (n, 2))
             xs = shard_particles(x, explicit)
             cases[f"forward_{n}"] = (mfj.resnet_forward(field, xs), mfj.resnet_forward(field, np.asarray(x)))
@@ -295,7 +295,7 @@ def test_sharded_vlasov_moves_only_halo_rows_and_sums_of_a_few_values(eight_devi
 
 def test_explicit_mesh_axes_give_the_single_device_results(eight_devices):
     """Under ``jax.set_mesh`` with Explicit axes (``jax.make_mesh``'s default), where shardings are part of
-    the types: the forward pass keeps the sharding; the discrete gradient (one group, 32 groups, with noise),
+    the types: the forward pass keeps the sharding; the discrete gradient (one group, 4 groups, with noise),
     fit and the sharded 2-D solve equal their single-device results."""
     r = eight_devices["explicit_mesh"]
     assert r["forward_keeps_sharding"]
