@@ -417,7 +417,6 @@ def _heun_update_1d_forward_jvp(spacing, primals, tangents):
     return flux_update(f, flux).astype(f.dtype), flux_update(df, d_flux).astype(f.dtype)
 
 
-
 def _heun_stages(coefficients, f: Array, dt: Array, spacing: tuple[float, ...]) -> Array:
     """Heun's two stages f₁ = f + Δt L f, (f + f₁ + Δt L f₁)/2 written out: no conditional, no checkpoint
     (the derivative of :func:`_heun_step` and of the one-pass step, see :func:`_heun_update_1d`)."""

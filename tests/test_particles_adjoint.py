@@ -243,6 +243,8 @@ def test_unrolled_segments_give_the_looped_segments_gradient(monkeypatch, case):
     feedback = 0.4 if case == "feedback" else None
     J = ours("tanh", "discrete", feedback=feedback, stochastic=case == "stochastic")
     assert particles.NeuralEulerStep.unrolled_segments
+    assert particles._backward_blocks(12, 2, separable=True) == 3
+    jax.clear_caches()  # traced with these groups, not taken from another test's program of these shapes
     unrolled = jax.jit(jax.grad(J, argnums=(0, 1, 2)))(W, b, x0)
     monkeypatch.setattr(particles.NeuralEulerStep, "unrolled_segments", False)
     jax.clear_caches()  # the kernel is traced anew with the looped segments
