@@ -5,14 +5,18 @@ characteristics of the classification field, the affine flow of the mean and cov
 the closed-form feedback moments, composition over layers, and central finite differences.
 """
 
+import functools
+
 import equinox as eqx
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.linalg import expm
 
 import meanfield_jax as mfj
+from meanfield_jax import reconstruction
 from meanfield_jax.kinetic_common import cell_face_velocities, face_velocities
 from meanfield_jax.reconstruction import LIMITERS, cweno3, muscl, piecewise_constant
 from meanfield_jax.transport import CFL_LIMITS, solve_vlasov, upwind_flux
@@ -515,6 +519,50 @@ def test_muscl_derivatives_are_those_of_the_limiter_formula(limiter, shape):
         jax.vjp(ours, f)[1](cotangents)[0], jax.vjp(formula, f)[1](cotangents)[0],
         rtol=1e-14, atol=1e-15,
     )
+
+
+def count_conditionals(jaxpr) -> int:
+    """The conditionals of a jaxpr, those in its sub-jaxprs included."""
+    found = 0
+    for eqn in jaxpr.eqns:
+        found += eqn.primitive.name == "cond"
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += count_conditionals(sub)
+    return found
+
+
+def test_large_2d_grids_fuse_the_muscl_slopes_into_their_readers(monkeypatch):
+    """From ``FUSED_SLOPES_FROM_BYTES`` a 2-D density's slopes are evaluated where the edge values read them
+    (no conditional writes them to memory); a 1-D one keeps them written. Densities and gradients of a 2-D
+    solve are those of the written slopes."""
+    field = mfj.NeuralField([[1.0, -0.8], [0.8, 1.0]], [0.1, -0.2], activation="tanh", T=0.3)
+    grid = mfj.Grid2D((-3.0, 3.0, 24), (-3.0, 3.0, 20))
+    X, Y = (np.asarray(c) for c in grid.mesh())
+    f0 = jnp.asarray(np.exp(-((X - 0.4) ** 2 + (Y + 0.3) ** 2) / 0.5))
+    flux = functools.partial(upwind_flux, scheme="muscl", limiter="mc", boundary="outflow", h=0.1)
+
+    def loss(W, b):
+        sol = solve_vlasov(mfj.NeuralField(W, b, activation="tanh", T=0.3), f0, grid, max_steps=40)
+        return jnp.sum(sol.f[-1] ** 2), sol.f[-1]
+
+    results, conditionals = [], []
+    for threshold in (2**62, 0):
+        monkeypatch.setattr(reconstruction, "FUSED_SLOPES_FROM_BYTES", threshold)
+        jax.clear_caches()
+        conditionals.append([
+            count_conditionals(jax.make_jaxpr(functools.partial(flux, axis=0))(f, v).jaxpr)
+            for f, v in ((f0, jnp.ones((25, 20))), (f0[0], jnp.ones(21)))
+        ])
+        results.append(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(field.W, field.b))
+    jax.clear_caches()
+    assert conditionals == [[1, 1], [0, 1]]
+    (_, f_written), grad_written = results[0]
+    (_, f_fused), grad_fused = results[1]
+    assert float(jnp.min(f_written)) >= 0.0 and float(jnp.max(f_written)) > 0.1
+    np.testing.assert_allclose(f_fused, f_written, rtol=0, atol=1e-15 * float(jnp.max(f_written)))
+    for a, b in zip(grad_fused, grad_written):
+        assert float(jnp.max(jnp.abs(b))) > 1e-3
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
 
 
 @pytest.mark.parametrize("boundary", ["outflow", "zero_flux", "periodic"])
