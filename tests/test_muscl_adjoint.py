@@ -78,12 +78,14 @@ def assert_written_adjoint_equals_jax_vjp(config, grid, f, outflow, velocities, 
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-14 * max(scale, 1.0), err_msg=name)
 
 
-def set_packing(monkeypatch, packed: bool) -> None:
-    """φ's two partials written as one array (minmod, MC) at any grid size, or at none."""
+def set_packing(monkeypatch, packed: bool | str) -> None:
+    """φ's two partials written as one array (minmod, MC) at any grid size, or at none; ``"unconditional"``:
+    packed, and the slopes' table formed without its conditional (as on large grids)."""
     monkeypatch.setattr(muscl_adjoint, "PACKED_PARTIALS_FROM", 0 if packed else 2**62)
+    monkeypatch.setattr(muscl_adjoint, "UNCONDITIONAL_TABLE_FROM", 0 if packed == "unconditional" else 2**62)
 
 
-@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("packed", [False, True, "unconditional"])
 @pytest.mark.parametrize(("limiter", "boundary", "stepper"), COMBINATIONS)
 def test_written_step_adjoint_equals_jax_vjp_of_the_stages(limiter, boundary, stepper, packed, monkeypatch):
     set_packing(monkeypatch, packed)
@@ -95,7 +97,7 @@ def test_written_step_adjoint_equals_jax_vjp_of_the_stages(limiter, boundary, st
 
 @pytest.mark.parametrize(("limiter", "boundary", "stepper"), [
     ("mc", "outflow", "ssprk2"), ("minmod", "zero_flux", "ssprk3"), ("vanleer", "periodic", "euler")])
-@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("packed", [False, True, "unconditional"])
 def test_written_step_adjoint_in_2d(limiter, boundary, stepper, packed, monkeypatch):
     set_packing(monkeypatch, packed)
     config = _Config("muscl", limiter, boundary, stepper, 0.5, "discrete")
