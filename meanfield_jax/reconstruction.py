@@ -133,17 +133,17 @@ def piecewise_constant(f: Array, axis: int = -1) -> Edges:
     return inner, inner
 
 
-def muscl(f: Array, limiter: Limiter, axis: int = -1) -> Edges:
+def muscl(f: Array, limiter: Limiter, axis: int = -1, written_slopes: bool = True) -> Edges:
     """Edge values f̄_i ∓ s_i/2 with the limited slope s_i = limiter(f̄_i − f̄_{i−1}, f̄_{i+1} − f̄_i).
 
-    The slopes are written to memory before the edge values are formed (:func:`_materialised`): every cell
-    has two edges, each read by a face flux, and XLA would otherwise evaluate the limiter once per read
-    (measured: a MUSCL step 1.4–1.5x faster on 10³–10⁵ cells and on 256², bitwise the same values). On 2-D
-    grids of ``FUSED_SLOPES_FROM_BYTES`` or more they are not: there the two slope arrays no longer stay in
-    the cache between the kernels that write and read them, and evaluating the limiter at each read costs
-    less than their trips to memory. Their derivative is :func:`_limited_half_slopes`'s.
+    With ``written_slopes`` the slopes are written to memory before the edge values are formed
+    (:func:`_materialised`): every cell has two edges, each read by a face flux, and XLA would otherwise
+    evaluate the limiter once per read (measured: a MUSCL step 1.4–1.5x faster on 10³–10⁵ cells and on
+    256², bitwise the same values). Without, XLA fuses them into their readers, which pays on large 2-D
+    grids (:data:`meanfield_jax.transport.LARGE_2D_GRID_BYTES`). Their derivative is
+    :func:`_limited_half_slopes`'s.
     """
-    half_slope = _limited_half_slopes(limiter, axis, f)
+    half_slope = _limited_half_slopes(limiter, axis, written_slopes, f)
     centre = _stencil(f, axis)[1]
     return centre - half_slope, centre + half_slope
 
@@ -154,28 +154,18 @@ def _differences(f: Array, axis: int) -> tuple[Array, Array]:
     return centre - left, right - centre
 
 
-# From this many bytes of a (padded) 2-D density the MUSCL slopes are fused into their readers. Measured
-# (one 2-D MUSCL solve, 50 steps, both versions compiled in one process, calls interleaved, bitwise the same
-# densities), fused / materialised time: float64 512² 1.17–1.23x, 544² 1.03x, 576² 0.86x, 640² 0.84x,
-# 1024² 0.69x, 2048² 0.74x; float32 640² 1.22x, 800² 1.05x, 900² 0.92x, 1024² 0.78x. In 1-D fusing did not
-# pay at any size measured (float64 3·10⁵ cells 1.37x, 10⁶ 0.96x; float32 10⁶ 1.11x).
-FUSED_SLOPES_FROM_BYTES = 5 * 2**19
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _limited_half_slopes(limiter: Limiter, axis: int, f: Array) -> Array:
-    """s_i/2 = φ(Δ⁻, Δ⁺)/2, materialised (:func:`_materialised`) except on large 2-D grids (:func:`muscl`)."""
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _limited_half_slopes(limiter: Limiter, axis: int, written: bool, f: Array) -> Array:
+    """s_i/2 = φ(Δ⁻, Δ⁺)/2, materialised (:func:`_materialised`) if ``written``."""
 
     def half_slopes(f: Array) -> Array:
         return 0.5 * limiter(*_differences(f, axis))
 
-    if f.ndim == 2 and f.size * f.dtype.itemsize >= FUSED_SLOPES_FROM_BYTES:
-        return half_slopes(f)
-    return _materialised(half_slopes, f)
+    return _materialised(half_slopes, f) if written else half_slopes(f)
 
 
 @_limited_half_slopes.defjvp
-def _limited_half_slopes_jvp(limiter: Limiter, axis: int, primals, tangents):
+def _limited_half_slopes_jvp(limiter: Limiter, axis: int, written: bool, primals, tangents):
     """δ(s/2) = ½ (∂_a φ δΔ⁻ + ∂_b φ δΔ⁺), the derivative JAX gives (its JVP of φ is linear in the tangents).
 
     In 1-D the partial derivatives ∂_a φ, ∂_b φ are formed with the slopes, behind the conditional of

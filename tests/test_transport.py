@@ -16,7 +16,7 @@ import pytest
 from scipy.linalg import expm
 
 import meanfield_jax as mfj
-from meanfield_jax import reconstruction
+from meanfield_jax import transport
 from meanfield_jax.kinetic_common import cell_face_velocities, face_velocities
 from meanfield_jax.reconstruction import LIMITERS, cweno3, muscl, piecewise_constant
 from meanfield_jax.transport import CFL_LIMITS, solve_vlasov, upwind_flux
@@ -531,36 +531,39 @@ def count_conditionals(jaxpr) -> int:
     return found
 
 
-def test_large_2d_grids_fuse_the_muscl_slopes_into_their_readers(monkeypatch):
-    """From ``FUSED_SLOPES_FROM_BYTES`` a 2-D density's slopes are evaluated where the edge values read them
-    (no conditional writes them to memory); a 1-D one keeps them written. Densities and gradients of a 2-D
-    solve are those of the written slopes."""
-    field = mfj.NeuralField([[1.0, -0.8], [0.8, 1.0]], [0.1, -0.2], activation="tanh", T=0.3)
+@pytest.mark.parametrize(("scheme", "boundary"), [("muscl", "outflow"), ("cweno3", "zero_flux"),
+                                                   ("upwind", "periodic"), ("muscl", "periodic")])
+def test_large_2d_grids_pad_once_and_fuse_the_muscl_slopes(scheme, boundary, monkeypatch):
+    """From ``LARGE_2D_GRID_BYTES`` a 2-D density is padded once for both axes and the MUSCL slopes are
+    evaluated where the edge values read them (no conditional writes them to memory); a 1-D one keeps them
+    written. Densities and gradients of a 2-D solve are those of the small-grid path."""
     grid = mfj.Grid2D((-3.0, 3.0, 24), (-3.0, 3.0, 20))
     X, Y = (np.asarray(c) for c in grid.mesh())
     f0 = jnp.asarray(np.exp(-((X - 0.4) ** 2 + (Y + 0.3) ** 2) / 0.5))
-    flux = functools.partial(upwind_flux, scheme="muscl", limiter="mc", boundary="outflow", h=0.1)
+    flux = functools.partial(upwind_flux, scheme="muscl", limiter="mc", boundary=boundary, h=0.1)
 
     def loss(W, b):
-        sol = solve_vlasov(mfj.NeuralField(W, b, activation="tanh", T=0.3), f0, grid, max_steps=40)
+        field = mfj.NeuralField(W, b, activation="tanh", T=0.3)
+        sol = solve_vlasov(field, f0, grid, scheme=scheme, boundary=boundary, max_steps=40)
         return jnp.sum(sol.f[-1] ** 2), sol.f[-1]
 
+    W, b = jnp.asarray([[1.0, -0.8], [0.8, 1.0]]), jnp.asarray([0.1, -0.2])
     results, conditionals = [], []
     for threshold in (2**62, 0):
-        monkeypatch.setattr(reconstruction, "FUSED_SLOPES_FROM_BYTES", threshold)
+        monkeypatch.setattr(transport, "LARGE_2D_GRID_BYTES", threshold)
         jax.clear_caches()
         conditionals.append([
             count_conditionals(jax.make_jaxpr(functools.partial(flux, axis=0))(f, v).jaxpr)
             for f, v in ((f0, jnp.ones((25, 20))), (f0[0], jnp.ones(21)))
         ])
-        results.append(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(field.W, field.b))
+        results.append(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(W[None], b[None]))
     jax.clear_caches()
     assert conditionals == [[1, 1], [0, 1]]
-    (_, f_written), grad_written = results[0]
-    (_, f_fused), grad_fused = results[1]
-    assert float(jnp.min(f_written)) >= 0.0 and float(jnp.max(f_written)) > 0.1
-    np.testing.assert_allclose(f_fused, f_written, rtol=0, atol=1e-15 * float(jnp.max(f_written)))
-    for a, b in zip(grad_fused, grad_written):
+    (_, f_small), grad_small = results[0]
+    (_, f_large), grad_large = results[1]
+    assert float(jnp.min(f_small)) >= 0.0 and float(jnp.max(f_small)) > 0.1
+    np.testing.assert_allclose(f_large, f_small, rtol=0, atol=1e-15 * float(jnp.max(f_small)))
+    for a, b in zip(grad_large, grad_small):
         assert float(jnp.max(jnp.abs(b))) > 1e-3
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
 
