@@ -521,13 +521,13 @@ def test_muscl_derivatives_are_those_of_the_limiter_formula(limiter, shape):
     )
 
 
-def count_conditionals(jaxpr) -> int:
-    """The conditionals of a jaxpr, those in its sub-jaxprs included."""
+def count_primitives(jaxpr, name: str) -> int:
+    """The equations of primitive ``name`` in a jaxpr, those in its sub-jaxprs included."""
     found = 0
     for eqn in jaxpr.eqns:
-        found += eqn.primitive.name == "cond"
+        found += eqn.primitive.name == name
         for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            found += count_conditionals(sub)
+            found += count_primitives(sub, name)
     return found
 
 
@@ -548,17 +548,25 @@ def test_large_2d_grids_pad_once_and_fuse_the_muscl_slopes(scheme, boundary, mon
         return jnp.sum(sol.f[-1] ** 2), sol.f[-1]
 
     W, b = jnp.asarray([[1.0, -0.8], [0.8, 1.0]]), jnp.asarray([0.1, -0.2])
-    results, conditionals = [], []
+    config = transport._Config(scheme, "mc", "outflow", "ssprk2", 0.5, "checkpointed")
+    velocities = (jnp.ones((25, 20)), jnp.ones((24, 21)))
+
+    def increment(f):
+        return transport._flux_increment(grid, config, velocities, 0.01, (f, jnp.zeros(4)), False)
+
+    results, conditionals, pads = [], [], []
     for threshold in (2**62, 0):
         monkeypatch.setattr(transport, "LARGE_2D_GRID_BYTES", threshold)
         jax.clear_caches()
         conditionals.append([
-            count_conditionals(jax.make_jaxpr(functools.partial(flux, axis=0))(f, v).jaxpr)
-            for f, v in ((f0, jnp.ones((25, 20))), (f0[0], jnp.ones(21)))
+            count_primitives(jax.make_jaxpr(functools.partial(flux, axis=0))(f, v).jaxpr, "cond")
+            for f, v in ((f0, velocities[0]), (f0[0], jnp.ones(21)))
         ])
+        pads.append(count_primitives(jax.make_jaxpr(increment)(f0).jaxpr, "pad"))  # zero ghost cells
         results.append(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(W[None], b[None]))
     jax.clear_caches()
     assert conditionals == [[1, 1], [0, 1]]
+    assert pads == [2, 1]
     (_, f_small), grad_small = results[0]
     (_, f_large), grad_large = results[1]
     assert float(jnp.min(f_small)) >= 0.0 and float(jnp.max(f_small)) > 0.1
