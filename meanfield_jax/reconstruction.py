@@ -172,10 +172,10 @@ def _limited_half_slopes_jvp(limiter: Limiter, axis: int, written: bool, primals
     :func:`_materialised`, and the tangent is two products: reverse mode then transposes a linear stencil
     instead of the limiter's chain of selects (measured: the gradient through a MUSCL solve 12–20 % faster at
     10³–10⁵ cells, with either adjoint). In 2-D that was slower (the VJP of a step 12–27 % at 256²–512²), so
-    there JAX's JVP of φ is fused by XLA as it stands.
+    there, and for slopes not ``written``, JAX's JVP of φ is fused by XLA as it stands.
     """
     (f,), (df,) = primals, tangents
-    if f.ndim != 1:
+    if f.ndim != 1 or not written:
         return jax.jvp(lambda f: 0.5 * limiter(*_differences(f, axis)), (f,), (df,))
     with_partials = functools.partial(half_slopes_with_partials, limiter, axis)
     half_slope, c_minus, c_plus = behind_conditional(with_partials, f)

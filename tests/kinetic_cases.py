@@ -1,8 +1,11 @@
 """Kinetic solves shared by the tests of their adjoints: fields with layer boundaries and a save time inside
 the loop (so that steps are cut short), and Δt that depends on the field; the loss weighs both saved
-densities (so the save inside the loop gets a cotangent too)."""
+densities (so the save inside the loop gets a cotangent too); and a count of primitives in a jaxpr, for the
+tests that a kinetic kernel takes the path it should."""
 
 import equinox as eqx
+import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
@@ -16,6 +19,16 @@ B_1D = jnp.array([[0.3], [-0.2], [0.1]])
 W_2D = jnp.array([[[1.0, -1.5], [1.2, 0.4]], [[-0.6, 0.8], [-1.0, 0.3]]])
 B_2D = jnp.array([[0.1, -0.2], [0.3, 0.2]])
 SAVES = [0.0, 0.45, 1.0]
+
+
+def count_primitives(jaxpr, name: str) -> int:
+    """The equations of primitive ``name`` in a jaxpr, those in its sub-jaxprs included."""
+    found = 0
+    for eqn in jaxpr.eqns:
+        found += eqn.primitive.name == name
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += count_primitives(sub, name)
+    return found
 
 
 class ReorderedField(mfj.AbstractField):

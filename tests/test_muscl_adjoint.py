@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from kinetic_cases import count_primitives
 
 import meanfield_jax as mfj
 from meanfield_jax import muscl_adjoint, reconstruction
@@ -104,6 +105,28 @@ def test_written_step_adjoint_in_2d(limiter, boundary, stepper, packed, monkeypa
     rng = np.random.default_rng(11)
     f, outflow, velocities = state_and_velocities_2d(rng)
     assert_written_adjoint_equals_jax_vjp(config, GRID_2D, f, outflow, velocities, rng)
+
+
+@pytest.mark.parametrize("grid", [GRID, GRID_2D], ids=["1d", "2d"])
+def test_large_grids_form_the_slope_table_without_its_conditional(grid, monkeypatch):
+    """From ``UNCONDITIONAL_TABLE_FROM`` cells a stage's adjoint has no conditional per axis for the table."""
+    rng = np.random.default_rng(5)
+    f, _, velocities = state_and_velocity(rng) if grid.d == 1 else state_and_velocities_2d(rng)
+    velocities = (velocities,) if grid.d == 1 else velocities
+    spacing = tuple(ax.dx for ax in ((grid,) if grid.d == 1 else (grid.xaxis, grid.yaxis)))
+    courant = tuple(jnp.pad(v, [(3, 3) if a == axis else (0, 0) for a in range(grid.d)])
+                    for axis, v in enumerate(velocities))
+
+    def stage(f, p):
+        return muscl_adjoint.stage_adjoint("mc", "outflow", spacing, courant, f, p, jnp.zeros(2 * grid.d))
+
+    counts = []
+    for threshold in (2**62, 0):
+        monkeypatch.setattr(muscl_adjoint, "UNCONDITIONAL_TABLE_FROM", threshold)
+        jax.clear_caches()  # make_jaxpr reuses a trace of the same function
+        counts.append(count_primitives(jax.make_jaxpr(stage)(f, f).jaxpr, "cond"))
+    jax.clear_caches()
+    assert counts == [grid.d, 0]  # the table's conditional, one per axis
 
 
 def test_a_step_of_length_zero_passes_the_cotangents_through():
