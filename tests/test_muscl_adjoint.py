@@ -12,7 +12,7 @@ from kinetic_cases import count_primitives
 
 import meanfield_jax as mfj
 from meanfield_jax import muscl_adjoint, reconstruction
-from meanfield_jax.kinetic_common import BOUNDARIES, SSP_STEPPERS
+from meanfield_jax.kinetic_common import BOUNDARIES, SSP_STEPPERS, grid_axes, pad_axis
 from meanfield_jax.reconstruction import LIMITERS
 from meanfield_jax.transport import _Config, _muscl_step
 
@@ -56,7 +56,7 @@ def state_and_velocities_2d(rng):
 
 
 def assert_written_adjoint_equals_jax_vjp(config, grid, f, outflow, velocities, rng):
-    dt = jnp.asarray(0.25 * min(ax.dx for ax in ((grid,) if grid.d == 1 else (grid.xaxis, grid.yaxis))) / 1.5)
+    dt = jnp.asarray(0.25 * min(ax.dx for ax in grid_axes(grid)) / 1.5)
     p, q = jnp.asarray(rng.normal(size=f.shape)), jnp.asarray(rng.normal(size=outflow.shape))
 
     def written(velocities, f, outflow, dt):
@@ -113,9 +113,8 @@ def test_large_grids_form_the_slope_table_without_its_conditional(grid, monkeypa
     rng = np.random.default_rng(5)
     f, _, velocities = state_and_velocity(rng) if grid.d == 1 else state_and_velocities_2d(rng)
     velocities = (velocities,) if grid.d == 1 else velocities
-    spacing = tuple(ax.dx for ax in ((grid,) if grid.d == 1 else (grid.xaxis, grid.yaxis)))
-    courant = tuple(jnp.pad(v, [(3, 3) if a == axis else (0, 0) for a in range(grid.d)])
-                    for axis, v in enumerate(velocities))
+    spacing = tuple(ax.dx for ax in grid_axes(grid))
+    courant = tuple(pad_axis(v, axis, 3, 3) for axis, v in enumerate(velocities))
 
     def stage(f, p):
         return muscl_adjoint.stage_adjoint("mc", "outflow", spacing, courant, f, p, jnp.zeros(2 * grid.d))

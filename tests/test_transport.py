@@ -17,7 +17,7 @@ from scipy.linalg import expm
 
 import meanfield_jax as mfj
 from meanfield_jax import transport
-from meanfield_jax.kinetic_common import cell_face_velocities, face_velocities
+from meanfield_jax.kinetic_common import cell_face_velocities, face_velocities, grid_axes
 from meanfield_jax.reconstruction import LIMITERS, cweno3, muscl, piecewise_constant
 from meanfield_jax.transport import CFL_LIMITS, solve_vlasov, upwind_flux
 
@@ -588,7 +588,7 @@ def test_cell_face_velocities_and_the_cfl_rate_bound(boundary, d):
         W = jnp.array([[[1.0, -0.8], [0.8, 1.0]], [[-0.5, 0.3], [1.2, -0.9]]])
         b = jnp.array([[0.1, -0.2], [0.4, 0.3]])
     field = mfj.NeuralField(W, b, activation="tanh", T=1.0)
-    axes = (grid,) if d == 1 else (grid.xaxis, grid.yaxis)
+    axes = grid_axes(grid)
     expected_bound = 0.0
     for l in range(2):
         faces = face_velocities(field, l, grid, boundary)
