@@ -498,8 +498,12 @@ def _looped_segment_adjoint(step, shared) -> Callable:
     def segment_adjoint(carry, segment):
         p, d_shared, buffers = carry
         x_start, xs_seg = segment
-        steps = jnp.arange(_num_steps(xs_seg))
-        (_, buffers), _ = jax.lax.scan(recompute, (x_start, buffers), (steps, xs_seg))
+        k = _num_steps(xs_seg)
+        steps = jnp.arange(k)
+        # the states before the last step, then the last one's residual alone: its result is not read
+        before_last = jax.tree.map(lambda a: a[:-1], xs_seg)
+        (x, buffers), _ = jax.lax.scan(recompute, (x_start, buffers), (steps[:-1], before_last))
+        buffers = _write(buffers, (x, step.forward(x, _read(xs_seg, k - 1), shared)[1]), k - 1)
 
         def reverse_step(carry, inputs):
             p, d_shared = carry

@@ -18,7 +18,16 @@ import pytest
 import meanfield_jax as mfj
 from meanfield_jax import particles
 from meanfield_jax.activations import ACTIVATIONS
-from meanfield_jax.adjoint import ADJOINTS, _from_groups, _runs, _to_groups, checkpoint_interval, segment_plan
+from meanfield_jax.adjoint import (
+    ADJOINTS,
+    AbstractAdjointStep,
+    _from_groups,
+    _runs,
+    _to_groups,
+    adjoint_scan,
+    checkpoint_interval,
+    segment_plan,
+)
 
 T = 0.9
 L = 4  # two segments of 2 layers (the 5-layer feedback test covers a shorter head segment)
@@ -368,6 +377,50 @@ def test_nested_checkpoint_levels_give_the_plain_gradient(adjoint, layers):
     got = jax.jit(jax.grad(ours("tanh", adjoint), argnums=(0, 1, 2)))(W, b, x0)
     want = jax.jit(jax.grad(reference("tanh"), argnums=(0, 1, 2)))(W, b, x0)
     assert_round_off(got, want)
+
+
+class _LinearStep(AbstractAdjointStep):
+    """x ↦ a x + xs_l with its adjoint written out."""
+
+    def forward(self, x, xs_l, shared):
+        return shared * x + xs_l, ()
+
+    def backward(self, x, residual, p, xs_l, shared):
+        return shared * p, p, jnp.vdot(p, x)
+
+
+def _scan_lengths(jaxpr) -> list[int]:
+    """The lengths of the scans in a jaxpr, those in its sub-jaxprs included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+            found.append(eqn.params["length"])
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += _scan_lengths(sub)
+    return found
+
+
+@pytest.mark.parametrize("steps", [49, 50])
+def test_the_recompute_skips_each_segments_last_step(steps):
+    """The backward pass recomputes a segment of k steps by a loop of k − 1 steps (the state after its last
+    step is never read; the last step runs for its residual alone), and the gradient equals the plain
+    scan's reverse mode (49 steps: 7 segments of 7; 50: 10 of 5)."""
+    xs = jnp.linspace(-1.0, 1.0, 3 * steps).reshape(steps, 3)
+    x0, a = jnp.array([0.3, -0.2, 0.5]), jnp.asarray(0.97)
+
+    def ours(x0, xs, a):
+        return jnp.sum(adjoint_scan(_LinearStep(), x0, xs, a) ** 2)
+
+    def plain(x0, xs, a):
+        return jnp.sum(jax.lax.scan(lambda x, x_l: (a * x + x_l, None), x0, xs)[0] ** 2)
+
+    (k,) = segment_plan(steps)
+    lengths = _scan_lengths(jax.make_jaxpr(jax.grad(ours, (0, 1, 2)))(x0, xs, a).jaxpr)
+    assert sorted(set(lengths)) == sorted({steps // k, k, k - 1}), lengths
+    got = jax.jit(jax.grad(ours, (0, 1, 2)))(x0, xs, a)
+    want = jax.grad(plain, (0, 1, 2))(x0, xs, a)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-13)
 
 
 def test_segment_plan_keeps_every_level_small():
