@@ -25,7 +25,8 @@ For the cotangent (p, q) of v_{k+1} a stage's adjoint is, with p̃ = c_k p, q̃ 
 
 then the ghost cells are folded back onto the cells they copy (the transpose of the padding) and p̃ is added
 (the identity in v + E(v)); q passes as q̃, and u collects a_k (p, q) from every stage. The Courant numbers'
-cotangents of all stages, summed, give those of the face velocities (× Δt/h) and of Δt (⟨·, F⟩/h, one
+cotangents of all stages, summed, give those of the face velocities, ḡF = (Δt/h) Σ_k ∂/∂C (each stage adds
+its own in the kernel that forms it, the last one taken scales the sum), and that of Δt, ⟨ḡF, F⟩/Δt (one
 reduction per step). This is the derivative JAX forms of the same stages (the kinks of φ and of C± included:
 at C = 0 JAX splits max and min evenly), in fewer passes over memory. Each stage's adjoint is computed behind
 a conditional (:func:`~meanfield_jax.conditional.behind_conditional`), so that XLA writes its results with
@@ -76,17 +77,23 @@ UNCONDITIONAL_TABLE_FROM = 2**17
 
 def stage_adjoint(
     limiter: str, boundary: str, spacing: tuple[float, ...], courant: tuple[Array, ...], f: Array, p: Array,
-    q: Array,
+    q: Array, earlier: tuple[Array, ...] | None = None, scale: Array | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """(ḡf, ∂/∂C per axis) of one forward-Euler increment f ↦ (f + E(f), m + wall masses) at cell averages
     ``f`` (1-D or 2-D) with Courant numbers ``courant`` (one array per axis, on the faces −3 … n + 3 along
     it: zero beyond the n + 1 faces of the grid), for the cotangents p of f + E(f) and q of the wall masses
     (see the module docstring: dimension by dimension, each axis's faces as in 1-D, with the cell volume as
-    the wall masses' factor); ∂/∂C on the n + 1 faces."""
+    the wall masses' factor); ∂/∂C on the n + 1 faces. With ``earlier`` (∂/∂C of the stages already taken,
+    per axis) and ``scale`` (per axis) the second result is (earlier + ∂/∂C) · scale instead, formed in the
+    same pass over the faces."""
     volume = float(np.prod(spacing))
     g_f, g_courant = p, []
     for axis, c in enumerate(courant):
         g_axis, g_c = _axis_adjoint(limiter, boundary, volume, axis, c, f, p, q[2 * axis : 2 * axis + 2])
+        if earlier is not None:
+            g_c = earlier[axis] + g_c
+        if scale is not None:
+            g_c = g_c * scale[axis]
         g_f, g_courant = g_f + g_axis, [*g_courant, g_c]
     return g_f.astype(f.dtype), tuple(g_courant)
 
@@ -164,16 +171,19 @@ def ssp_step_adjoint(
     # the Courant numbers on the faces −3 … n + 3 along each axis (zero beyond the walls), as stages read them
     courant = tuple(pad_axis(v * (dt / h), axis, 3, 3) for axis, (v, h) in enumerate(zip(velocity, spacing)))
     g_u = (jnp.zeros_like(p), jnp.zeros_like(q))
-    g_courant = tuple(jnp.zeros_like(v) for v in velocity)
-    for (a, c), (f, _) in reversed(list(zip(ssp_stage_weights(method), stages))):
+    # the stages' ∂/∂C summed, and times Δt/h (∂C/∂F) at the first stage, the last one taken, in the
+    # kernels that form them (three passes over each axis's faces fewer than adding and scaling apart)
+    g_courant, scale = None, tuple(dt / h for h in spacing)
+    weights = list(zip(ssp_stage_weights(method), stages))
+    for k, ((a, c), (f, _)) in reversed(list(enumerate(weights))):
         if a:
             g_u = (g_u[0] + a * p, g_u[1] + a * q)
         if c != 1.0:
             p, q = c * p, c * q
-        p, g_stage = behind_conditional(
-            functools.partial(stage_adjoint, limiter, boundary, spacing), courant, f, p, q
+        p, g_courant = behind_conditional(
+            functools.partial(stage_adjoint, limiter, boundary, spacing), courant, f, p, q, g_courant,
+            scale if k == 0 else None,
         )
-        g_courant = tuple(g + s for g, s in zip(g_courant, g_stage))
-    g_velocity = tuple(g * (dt / h) for g, h in zip(g_courant, spacing))
-    g_dt = sum(jnp.vdot(g, v) / h for g, v, h in zip(g_courant, velocity, spacing))
-    return g_u[0] + p, g_u[1] + q, g_velocity, g_dt
+    # ⟨∂/∂C, F⟩/h = ⟨ḡF, F⟩/Δt (the adjoint runs on steps of non-zero length only)
+    g_dt = sum(jnp.vdot(g, v) for g, v in zip(g_courant, velocity)) / jnp.where(dt != 0, dt, 1)
+    return g_u[0] + p, g_u[1] + q, g_courant, g_dt
