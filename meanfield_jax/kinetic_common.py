@@ -422,9 +422,10 @@ def ssp_rk_step(increment: Callable[[Any], Any], u: Any, dt: Array, method: str)
     once per step, since the conditional's result could then be its operand (measured: 1-D MUSCL at 10⁵
     cells 1.32–1.33x the time, 2-D Fokker–Planck at 256² 1.67–1.72x). The solvers call every step from the
     time loop of :func:`~meanfield_jax.timestepping.integrate`, whose conditional around the whole step skips
-    steps of zero length. The last stage has no later stage to be fused into, and behind its own conditional
-    its result, the step's, was a conditional's output nested in the loop's, which XLA copied into the
-    loop's state at every step; without it the stage's kernel writes the state in place (the field traced,
+    steps of zero length (or the step's own, for a step that masks itself). The last stage has no later
+    stage to be fused into, and behind its own conditional its result, the step's, was a conditional's
+    output nested in the loop's, which XLA copied into the loop's state at every step; without it the
+    stage's kernel writes the state in place (the field traced,
     old and new code in one process, calls interleaved: MUSCL 1-D 10³ / 10⁴ / 10⁵ cells 0.98 / 0.95 /
     0.80x the time, 2-D 256² / 512² 0.87 / 0.94x; checkpointed gradients 0.86–0.98x, discrete 0.95–1.03x,
     2-D Fokker–Planck's at 128² 0.97x / 0.91x; bitwise the same values). Each stage is under

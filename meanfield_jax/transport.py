@@ -223,8 +223,16 @@ def _has_written_adjoint(field: AbstractField, grid, config: _Config) -> bool:
 def _muscl_step(config: _Config, grid, velocities: tuple[Array, ...], f: Array, outflow: Array, dt: Array):
     """One SSP step of MUSCL with the face velocities of one layer, (f, outflow) → (f, outflow), with its
     adjoint written out (:mod:`meanfield_jax.muscl_adjoint`; reverse mode only, for the discrete adjoint).
-    A step of length zero leaves the state as it is, and its adjoint passes the cotangents through."""
-    return ssp_rk_step(_layer_increment(config, grid, velocities, dt), (f, outflow), dt, config.time_stepper)
+    A step of length zero leaves the state as it is, and its adjoint passes the cotangents through.
+
+    The time loop calls it for every step (``integrate(self_masking=True)``), and the step skips itself
+    past the end of a save interval, behind a conditional in the value only. Reverse mode then transposes
+    no conditional around the step, whose linearisation copied the face velocities out of it at every
+    reverse step."""
+    increment = _layer_increment(config, grid, velocities, dt)
+    return batch_cond(
+        dt != 0, lambda u: ssp_rk_step(increment, u, dt, config.time_stepper), lambda u: u, (f, outflow)
+    )
 
 
 def _layer_increment(config: _Config, grid, velocities: tuple[Array, ...], dt: Array):
@@ -286,7 +294,7 @@ def _solve(
 
     written = _has_written_adjoint(field, grid, config)
 
-    def step(state, t, dt):
+    def step(state, t, dt, full=None):  # ``full``: integrate's flag for self-masking steps, not needed here
         f, outflow, entered, carry = state
         layer = field.layer_index(t + 0.5 * dt)
         if maps_between_layers(field):
@@ -307,7 +315,7 @@ def _solve(
     state0 = (f0, jnp.zeros(2 * grid.d, f0.dtype), jnp.asarray(-1, jnp.int32), carry0)
     (f, outflow), info = integrate(  # the layer index and the carried velocities are not saved
         step, state0, save, dt_max, layer_stops(field), t0=t0, max_steps=steps,
-        adjoint=loop_adjoint(config.adjoint), saved=lambda state: state[:2],
+        adjoint=loop_adjoint(config.adjoint), saved=lambda state: state[:2], self_masking=written,
     )
     return KineticSolution(
         ts=jnp.asarray(save, f0.dtype), f=f, grid=grid, outflow=outflow, num_steps=info["num_steps"]

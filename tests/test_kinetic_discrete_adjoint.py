@@ -135,9 +135,11 @@ def _calls_per_adjoint(grid, solve, calls: list, layers: int | None = None) -> l
 def test_which_discrete_transport_adjoint_is_used(monkeypatch, dim, scheme, used):
     """The discrete adjoint differentiates a MUSCL step by its written adjoint; in 1-D it routes the face
     fluxes of the other schemes through materialised_vjp (in 2-D no faster); the checkpointed adjoint
-    (which needs forward mode) uses neither. Both gradients are compared above."""
+    (which needs forward mode) uses neither. The written step skips itself past the end of a save interval
+    (the time loop's ``self_masking``), the others are skipped by the loop. Both gradients are compared
+    above."""
     grid = FRESH_GRIDS[dim]
-    calls = []
+    calls, masking = [], []
     for spied in ("ssp_step_adjoint", "materialised_vjp"):
         original = getattr(mfj.transport, spied)
 
@@ -146,6 +148,13 @@ def test_which_discrete_transport_adjoint_is_used(monkeypatch, dim, scheme, used
             return original(*args)
 
         monkeypatch.setattr(mfj.transport, spied, spy)
+    integrate = mfj.transport.integrate
+
+    def spied_integrate(*args, **kwargs):
+        masking.append(kwargs.get("self_masking", False))
+        return integrate(*args, **kwargs)
+
+    monkeypatch.setattr(mfj.transport, "integrate", spied_integrate)
 
     def solve(field, f0, adjoint):
         return mfj.solve_vlasov(field, f0, grid, scheme=scheme, adjoint=adjoint, max_steps=40)
@@ -153,6 +162,7 @@ def test_which_discrete_transport_adjoint_is_used(monkeypatch, dim, scheme, used
     after_checkpointed, after_discrete = _calls_per_adjoint(grid, solve, calls)
     assert after_checkpointed == 0
     assert set(calls[after_checkpointed:after_discrete]) == ({used} if used else set())
+    assert masking == [False, used == "ssp_step_adjoint"]
 
 
 @pytest.mark.parametrize(("dim", "layers", "pieces"), [("1d", 1, True), ("1d", 3, True), ("1d", 3, False),
