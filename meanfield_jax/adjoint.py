@@ -490,20 +490,23 @@ def _looped_segment_adjoint(step, shared) -> Callable:
     reverse loop reads them back (``step.read``)."""
 
     def recompute(carry, inputs):
-        x, buffers = carry
+        x, (states, residuals) = carry
         i, xs_l = inputs
         x_next, residual = step.forward(x, xs_l, shared)
-        return (x_next, _write(buffers, (x, residual), i)), None
+        # x_{l+1} is stored rather than x_l, which the step has read: XLA then need not copy the carried
+        # state at every step to keep x_l alive for the store
+        return (x_next, (_write(states, x_next, i + 1), _write(residuals, residual, i))), None
 
     def segment_adjoint(carry, segment):
-        p, d_shared, buffers = carry
+        p, d_shared, (states, residuals) = carry
         x_start, xs_seg = segment
         k = _num_steps(xs_seg)
         steps = jnp.arange(k)
         # the states before the last step, then the last one's residual alone: its result is not read
         before_last = jax.tree.map(lambda a: a[:-1], xs_seg)
-        (x, buffers), _ = jax.lax.scan(recompute, (x_start, buffers), (steps[:-1], before_last))
-        buffers = _write(buffers, (x, step.forward(x, _read(xs_seg, k - 1), shared)[1]), k - 1)
+        buffers = (_write(states, x_start, 0), residuals)
+        (x, (states, residuals)), _ = jax.lax.scan(recompute, (x_start, buffers), (steps[:-1], before_last))
+        buffers = (states, _write(residuals, step.forward(x, _read(xs_seg, k - 1), shared)[1], k - 1))
 
         def reverse_step(carry, inputs):
             p, d_shared = carry
