@@ -417,7 +417,21 @@ def _checkpoints(step, shared, x0, xs, group=lambda a: a) -> tuple[Array, Array]
     head, body = _split_segments(xs, num_steps, segment_plan(num_steps)[0])
     forward = _forward_only(step, shared)
     x = _scan_steps(forward, x0, head)
-    return jax.lax.scan(lambda x, xs_seg: (_scan_steps(forward, x, xs_seg), group(x)), x, body)
+    m = _num_steps(body)
+    # each segment's end goes to the next entry (the first start before the loop, the last segment after
+    # it): stored as it starts, a state the segment's loop then advances in place made XLA copy it twice
+    first = group(x)
+    stored = _write(_stacked_zeros(first, m), first, 0)
+
+    def segment(carry, inputs):
+        x, stored = carry
+        j, xs_seg = inputs
+        x = _scan_steps(forward, x, xs_seg)
+        return (x, _write(stored, group(x), j + 1)), None
+
+    leading = jax.tree.map(lambda a: a[:-1], body)
+    (x, stored), _ = jax.lax.scan(segment, (x, stored), (jnp.arange(m - 1), leading))
+    return _scan_steps(forward, x, _read(body, m - 1)), stored
 
 
 def _adjoint_scan_fwd(step, x0, xs, shared, blocks):
@@ -480,9 +494,13 @@ def _innermost_backward(step, x0, checkpoints, p_final, xs, shared):
 
 def _segment_buffers(step, shared, x, xs_l, k: int) -> PyTree:
     """One buffer of k entries for a segment's states and residuals, reused by every segment."""
-    stored = jax.eval_shape(lambda x, xs_l: (x, step.forward(x, xs_l, shared)[1]), x, xs_l)
-    # laid out like what is written into them (under explicit sharding an update must match its buffer)
-    return jax.tree.map(lambda s: jnp.zeros((k, *s.shape), s.dtype, out_sharding=stacked_spec(s)), stored)
+    return _stacked_zeros(jax.eval_shape(lambda x, xs_l: (x, step.forward(x, xs_l, shared)[1]), x, xs_l), k)
+
+
+def _stacked_zeros(example: PyTree, k: int) -> PyTree:
+    """Zero buffers of k entries shaped like the leaves of ``example``, laid out like what is written into
+    them (under explicit sharding an update must match its buffer)."""
+    return jax.tree.map(lambda s: jnp.zeros((k, *s.shape), s.dtype, out_sharding=stacked_spec(s)), example)
 
 
 def _looped_segment_adjoint(step, shared) -> Callable:
