@@ -400,12 +400,12 @@ def _scan_lengths(jaxpr) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("steps", [49, 50])
+@pytest.mark.parametrize("steps", [1, 49, 50])
 def test_the_recompute_skips_each_segments_last_step(steps):
     """The backward pass recomputes a segment of k steps by a loop of k − 1 steps (the state after its last
     step is never read; the last step runs for its residual alone), and the gradient equals the plain
-    scan's reverse mode (49 steps: m = 7 segments of 7; 50: 10 of 5). The forward pass runs m − 1
-    segments in a loop that stores each one's end, and the last one after it."""
+    scan's reverse mode (1 step: one segment of 1; 49 steps: m = 7 segments of 7; 50: 10 of 5). The
+    forward pass runs m − 1 segments in a loop that stores each one's end, and the last one after it."""
     xs = jnp.linspace(-1.0, 1.0, 3 * steps).reshape(steps, 3)
     x0, a = jnp.array([0.3, -0.2, 0.5]), jnp.asarray(0.97)
 
