@@ -504,7 +504,8 @@ def _stacked_zeros(example: PyTree, k: int) -> PyTree:
 
 
 def _looped_segment_adjoint(step, shared) -> Callable:
-    """A segment's adjoint as two loops: the recompute writes (x_l, residual) into the carried buffers, the
+    """A segment's adjoint as two loops: the recompute fills the carried buffers with (x_l, residual_l) for
+    l = 0 … k − 1 (x_0 before its loop, x_{l+1} after step l, the last step run for its residual alone), the
     reverse loop reads them back (``step.read``)."""
 
     def recompute(carry, inputs):

@@ -77,7 +77,7 @@ UNCONDITIONAL_TABLE_FROM = 2**17
 
 def stage_adjoint(
     limiter: str, boundary: str, spacing: tuple[float, ...], courant: tuple[Array, ...], f: Array, p: Array,
-    q: Array, earlier: tuple[Array, ...] | None = None, scale: Array | None = None,
+    q: Array, earlier: tuple[Array, ...] | None = None, scale: tuple[Array, ...] | None = None,
 ) -> tuple[Array, tuple[Array, ...]]:
     """(ḡf, ∂/∂C per axis) of one forward-Euler increment f ↦ (f + E(f), m + wall masses) at cell averages
     ``f`` (1-D or 2-D) with Courant numbers ``courant`` (one array per axis, on the faces −3 … n + 3 along
