@@ -226,9 +226,18 @@ def integrate(
     def run_steps(one_step, carry, length: int):
         step_numbers = jnp.arange(length)
         if adjoint == "discrete":  # every array the step closes over (integers too) becomes a shared input
+            # Under a mesh of Explicit axes a scalar made outside the loop has no sharding in its type, one
+            # made inside it a replicated one: the step is converted at the types of its result (replicated
+            # where they name no sharding), and every call's carry is given them (no mesh: no change)
+            types = _mesh_typed(jax.eval_shape(one_step, carry, step_numbers[0]))
+            carry = jax.tree.map(_typed_as, carry, types)
             converted = eqx.filter_closure_convert(one_step, carry, step_numbers[0])
             shared, static = eqx.partition(converted, eqx.is_array)
-            adjoint_step = VJPStep(lambda c, l, arrays: eqx.combine(arrays, static)(c, l), copy_states)
+
+            def fn(c, l, arrays):
+                return eqx.combine(arrays, static)(jax.tree.map(_typed_as, c, types), l)
+
+            adjoint_step = VJPStep(fn, copy_states)
             return adjoint_scan(adjoint_step, carry, step_numbers, shared)
         return checkpointed_scan(one_step, carry, step_numbers, adjoint=adjoint)
 
@@ -292,6 +301,28 @@ def integrate(
     if save_at[0] == t0:
         kept = jax.tree_util.tree_map(lambda s0, s: jnp.concatenate([s0[None], s]), saved(state0), kept)
     return kept, {"num_steps": count, "max_steps": n_inner}
+
+
+def _mesh_typed(types):
+    """``types`` (ShapeDtypeStructs) with the leaves that name no sharding replicated over the mesh that
+    another leaf's names, if any."""
+    meshes = [t.sharding.mesh for t in jax.tree.leaves(types) if getattr(t, "sharding", None) is not None]
+    if not meshes:
+        return types
+    replicated = jax.sharding.NamedSharding(meshes[0], jax.sharding.PartitionSpec())
+
+    def typed(t: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
+        return t if t.sharding is not None else jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=replicated)
+
+    return jax.tree.map(typed, types)
+
+
+def _typed_as(x: Array, like: jax.ShapeDtypeStruct) -> Array:
+    """``x`` resharded to the sharding in the type of ``like`` where that names one and differs."""
+    sharding = getattr(like, "sharding", None)
+    if sharding is None or jax.typeof(x).sharding == sharding:
+        return x
+    return jax.sharding.reshard(x, sharding)
 
 
 def _targets_and_stops(

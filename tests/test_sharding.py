@@ -166,6 +166,16 @@ CHILD = textwrap.dedent(
             sol = sharded_vlasov_2d(fld, f0, grid, explicit, save_at=saves, scheme=scheme, boundary=boundary)
             ref = mfj.solve_vlasov(fld, f0, grid, save_at=saves, scheme=scheme, boundary=boundary)
             cases[f"vlasov_{boundary}"] = ((sol.f, sol.outflow), (ref.f, ref.outflow))
+
+        def final_moment(fld, solve, adjoint):  # the time loop's discrete adjoint under Explicit axes
+            sol = solve(fld, f0, grid, save_at=saves, adjoint=adjoint, max_steps=40)
+            return jnp.sum(sol.f[-1] * grid.xaxis.x[:, None])
+
+        def sharded_solve(fld, f, g, **options):
+            return sharded_vlasov_2d(fld, f, g, explicit, **options)
+
+        cases["vlasov_discrete_gradient"] = (jax.grad(final_moment)(field2, sharded_solve, "discrete"),
+                                             jax.grad(final_moment)(field2, mfj.solve_vlasov, "checkpointed"))
         out["explicit_mesh"] = {
             "forward_keeps_sharding": bool(cases["forward_262144"][0].sharding.is_equivalent_to(
                 shard_particles(jnp.zeros((262144, 2)), explicit).sharding, 2)),
@@ -296,12 +306,13 @@ def test_sharded_vlasov_moves_only_halo_rows_and_sums_of_a_few_values(eight_devi
 def test_explicit_mesh_axes_give_the_single_device_results(eight_devices):
     """Under ``jax.set_mesh`` with Explicit axes (``jax.make_mesh``'s default), where shardings are part of
     the types: the forward pass keeps the sharding; the discrete gradient (one group, 4 groups, with noise),
-    fit and the sharded 2-D solve equal their single-device results."""
+    fit, the sharded 2-D solve and its discrete gradient (whose time loop sees scalars typed with and
+    without the mesh) equal their single-device results."""
     r = eight_devices["explicit_mesh"]
     assert r["forward_keeps_sharding"]
     assert set(r["relative_difference"]) == {
         "forward_512", "forward_262144", "discrete_gradient_512", "discrete_gradient_262144",
-        "noisy_discrete_gradient", "fit", "vlasov_zero_flux", "vlasov_periodic",
+        "noisy_discrete_gradient", "fit", "vlasov_zero_flux", "vlasov_periodic", "vlasov_discrete_gradient",
     }
     for name, difference in r["relative_difference"].items():
         assert difference < ROUND_OFF, (name, difference)
