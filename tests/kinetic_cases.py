@@ -21,14 +21,20 @@ B_2D = jnp.array([[0.1, -0.2], [0.3, 0.2]])
 SAVES = [0.0, 0.45, 1.0]
 
 
-def count_primitives(jaxpr, name: str) -> int:
+def primitive_equations(jaxpr, name: str) -> list:
     """The equations of primitive ``name`` in a jaxpr, those in its sub-jaxprs included."""
-    found = 0
+    found = []
     for eqn in jaxpr.eqns:
-        found += eqn.primitive.name == name
+        if eqn.primitive.name == name:
+            found.append(eqn)
         for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            found += count_primitives(sub, name)
+            found += primitive_equations(sub, name)
     return found
+
+
+def count_primitives(jaxpr, name: str) -> int:
+    """The number of :func:`primitive_equations` of ``name`` in a jaxpr."""
+    return len(primitive_equations(jaxpr, name))
 
 
 class ReorderedField(mfj.AbstractField):

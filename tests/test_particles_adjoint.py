@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from kinetic_cases import primitive_equations
 
 import meanfield_jax as mfj
 from meanfield_jax import particles
@@ -389,17 +390,6 @@ class _LinearStep(AbstractAdjointStep):
         return shared * p, p, jnp.vdot(p, x)
 
 
-def _scan_lengths(jaxpr) -> list[int]:
-    """The lengths of the scans in a jaxpr, those in its sub-jaxprs included."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "scan":
-            found.append(eqn.params["length"])
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            found += _scan_lengths(sub)
-    return found
-
-
 @pytest.mark.parametrize("steps", [1, 49, 50])
 def test_the_recompute_skips_each_segments_last_step(steps):
     """The backward pass recomputes a segment of k steps by a loop of k − 1 steps (the state after its last
@@ -416,7 +406,8 @@ def test_the_recompute_skips_each_segments_last_step(steps):
         return jnp.sum(jax.lax.scan(lambda x, x_l: (a * x + x_l, None), x0, xs)[0] ** 2)
 
     (k,) = segment_plan(steps)
-    lengths = _scan_lengths(jax.make_jaxpr(jax.grad(ours, (0, 1, 2)))(x0, xs, a).jaxpr)
+    jaxpr = jax.make_jaxpr(jax.grad(ours, (0, 1, 2)))(x0, xs, a).jaxpr
+    lengths = [eqn.params["length"] for eqn in primitive_equations(jaxpr, "scan")]
     m = steps // k
     assert sorted(set(lengths)) == sorted({m - 1, m, k, k - 1}), lengths
     got = jax.jit(jax.grad(ours, (0, 1, 2)))(x0, xs, a)
