@@ -16,7 +16,7 @@ from typing import Any
 import jax
 from jax.sharding import PartitionSpec
 
-__all__ = ["explicit_spec", "replicated_spec", "stacked_spec", "transposed_spec"]
+__all__ = ["explicit_spec", "mesh_typed", "replicated_spec", "stacked_spec", "transposed_spec", "typed_as"]
 
 
 def explicit_spec(x: Any) -> PartitionSpec | None:
@@ -45,3 +45,26 @@ def transposed_spec(x: Any) -> PartitionSpec | None:
     """The spec of ``x.T`` (None as for :func:`explicit_spec`)."""
     spec = explicit_spec(x)
     return None if spec is None else PartitionSpec(*reversed(tuple(spec)))
+
+
+def mesh_typed(types: Any) -> Any:
+    """``types`` (``jax.ShapeDtypeStruct`` leaves) with the leaves whose type names no sharding replicated
+    over the mesh that another leaf's names, if any (under Explicit axes a scalar made outside a loop has no
+    sharding in its type, one made inside it a replicated one)."""
+    meshes = [t.sharding.mesh for t in jax.tree.leaves(types) if getattr(t, "sharding", None) is not None]
+    if not meshes:
+        return types
+    replicated = jax.sharding.NamedSharding(meshes[0], PartitionSpec())
+
+    def typed(t: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
+        return t if t.sharding is not None else jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=replicated)
+
+    return jax.tree.map(typed, types)
+
+
+def typed_as(x: Any, like: jax.ShapeDtypeStruct) -> Any:
+    """``x`` resharded to the sharding in the type of ``like`` where that names one and differs."""
+    sharding = getattr(like, "sharding", None)
+    if sharding is None or jax.typeof(x).sharding == sharding:
+        return x
+    return jax.sharding.reshard(x, sharding)

@@ -53,6 +53,7 @@ from jaxtyping import Array, ArrayLike
 
 from .adjoint import ADJOINTS, VJPStep, adjoint_scan, check_adjoint, checkpointed_scan
 from .conditional import batch_cond
+from .sharding_types import mesh_typed, typed_as
 
 __all__ = ["ADJOINTS", "integrate", "piece_table", "resolve_save_times", "steps_needed", "steps_per_piece"]
 
@@ -229,13 +230,13 @@ def integrate(
             # Under a mesh of Explicit axes a scalar made outside the loop has no sharding in its type, one
             # made inside it a replicated one: the step is converted at the types of its result (replicated
             # where they name no sharding), and every call's carry is given them (no mesh: no change)
-            types = _mesh_typed(jax.eval_shape(one_step, carry, step_numbers[0]))
-            carry = jax.tree.map(_typed_as, carry, types)
+            types = mesh_typed(jax.eval_shape(one_step, carry, step_numbers[0]))
+            carry = jax.tree.map(typed_as, carry, types)
             converted = eqx.filter_closure_convert(one_step, carry, step_numbers[0])
             shared, static = eqx.partition(converted, eqx.is_array)
 
             def fn(c, l, arrays):
-                return eqx.combine(arrays, static)(jax.tree.map(_typed_as, c, types), l)
+                return eqx.combine(arrays, static)(jax.tree.map(typed_as, c, types), l)
 
             adjoint_step = VJPStep(fn, copy_states)
             return adjoint_scan(adjoint_step, carry, step_numbers, shared)
@@ -301,28 +302,6 @@ def integrate(
     if save_at[0] == t0:
         kept = jax.tree_util.tree_map(lambda s0, s: jnp.concatenate([s0[None], s]), saved(state0), kept)
     return kept, {"num_steps": count, "max_steps": n_inner}
-
-
-def _mesh_typed(types):
-    """``types`` (ShapeDtypeStructs) with the leaves that name no sharding replicated over the mesh that
-    another leaf's names, if any."""
-    meshes = [t.sharding.mesh for t in jax.tree.leaves(types) if getattr(t, "sharding", None) is not None]
-    if not meshes:
-        return types
-    replicated = jax.sharding.NamedSharding(meshes[0], jax.sharding.PartitionSpec())
-
-    def typed(t: jax.ShapeDtypeStruct) -> jax.ShapeDtypeStruct:
-        return t if t.sharding is not None else jax.ShapeDtypeStruct(t.shape, t.dtype, sharding=replicated)
-
-    return jax.tree.map(typed, types)
-
-
-def _typed_as(x: Array, like: jax.ShapeDtypeStruct) -> Array:
-    """``x`` resharded to the sharding in the type of ``like`` where that names one and differs."""
-    sharding = getattr(like, "sharding", None)
-    if sharding is None or jax.typeof(x).sharding == sharding:
-        return x
-    return jax.sharding.reshard(x, sharding)
 
 
 def _targets_and_stops(
