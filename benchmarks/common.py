@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meanfield_jax.allocator import keep_freed_memory
 from meanfield_jax.dispatch import COMPILER_OPTIONS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -90,6 +91,7 @@ def machine_info() -> dict:
         "gpu": [d.device_kind for d in accelerators] or None,
         "load_average_at_start": load_average(),
         "xla_flags": os.environ.get("XLA_FLAGS"),
+        "malloc_environment": {key: value for key, value in os.environ.items() if key.startswith("MALLOC_")},
         "meanfield_jax_compiler_options": dict(COMPILER_OPTIONS),
     }
 
@@ -350,6 +352,19 @@ def new_result_path(stem: str, suffix: str = ".json") -> Path:
         if not path.exists():
             return path
     raise FileExistsError(f"no free file name for {stem}-{stamp}{suffix} in {RESULTS}")
+
+
+def add_allocator_option(parser) -> None:
+    """``--keep-freed-memory``: :func:`meanfield_jax.allocator.keep_freed_memory` before any computation."""
+    parser.add_argument(
+        "--keep-freed-memory", action="store_true",
+        help="keep the memory compiled calls free for their next call (glibc's mallopt; docs/scaling.md)",
+    )
+
+
+def apply_allocator_option(args) -> bool:
+    """Apply ``--keep-freed-memory``; whether it is in effect (for the run's settings)."""
+    return keep_freed_memory() if args.keep_freed_memory else False
 
 
 def new_payload(benchmark: str, quick: bool, settings: dict) -> dict:

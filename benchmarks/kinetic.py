@@ -64,6 +64,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from common import (
+    add_allocator_option,
+    apply_allocator_option,
     compile_jitted,
     label_loglog_axes,
     measure,
@@ -595,13 +597,16 @@ def main(argv: list[str] | None = None) -> Path:
         "--quick", action="store_true", help="fewer steps, no 1024² grid (about 5 minutes on 2 cores)"
     )
     parser.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up")
+    add_allocator_option(parser)
     args = parser.parse_args(argv)
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     if repeats < 1:
         parser.error(f"--repeats must be >= 1, got {repeats}")
+    kept = apply_allocator_option(args)  # before the first computation
     started = time.perf_counter()
     settings = {
-        "repeats": repeats, "cfl": CFL, "statistic": "median after one warm-up call",
+        "keep_freed_memory": kept, "repeats": repeats, "cfl": CFL,
+        "statistic": "median after one warm-up call",
         "peer_rounds": "each turn timed after a 5 ms pause, then once more at once (warm_*)",
         "gradient_group": "forward and both gradients timed round-robin",
         "gradient_budget_s": GRADIENT_BUDGET_S,

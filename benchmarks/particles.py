@@ -64,6 +64,8 @@ from meanfield_jax import threefry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
+    add_allocator_option,
+    apply_allocator_option,
     compute_limits,
     label_loglog_axes,
     new_payload,
@@ -563,6 +565,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--depths", type=int, nargs="*", default=[10, 100, 1000], help="L of the depth scan")
     parser.add_argument("--depth-scan-n", type=int, default=None, help="particles in the depth scan")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up")
+    add_allocator_option(parser)
     parser.add_argument("--no-numpy", action="store_true", help="skip the NumPy loop")
     parser.add_argument("--no-stochastic", action="store_true", help="skip the stochastic ResNet cases")
     parser.add_argument("--no-deterministic", action="store_true", help="skip the deterministic cases")
@@ -577,12 +580,14 @@ def main(argv: list[str] | None = None) -> Path:
     if jax.config.jax_enable_x64:
         parser.error("the benchmark runs in float32: unset JAX_ENABLE_X64")
 
+    kept = apply_allocator_option(args)  # before the first computation
     started = time.perf_counter()
     limits = compute_limits()
     print(f"compute limits: {limits['tanh_fma_values_per_s']:.3g} tanh-FMA values/s, "
           f"{limits['matmul_flop_per_s']:.3g} matmul flop/s", flush=True)
     settings = {
-        "repeats": repeats, "T": T, "dtype": "float32", "activation": "tanh", "budget_s": BUDGET_S,
+        "keep_freed_memory": kept, "repeats": repeats, "T": T, "dtype": "float32", "activation": "tanh",
+        "budget_s": BUDGET_S,
         "statistic": "median wall time after one warm-up call, compilation timed apart",
     }
     payload = {**new_payload("particles", args.quick, settings), "compute_limits": limits}

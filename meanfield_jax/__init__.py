@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import closed_forms, control, losses, sharding
 from .activations import ACTIVATIONS, get_activation
+from .allocator import keep_freed_memory
 from .analysis import Sensitivity, SteadyState, sensitivity, sensitivity_equations, steady_state
 from .field import AbstractField, NeuralField
 from .fokker_planck import fokker_planck_steady_state, solve_fokker_planck
@@ -41,6 +42,7 @@ __all__ = [
     "fit",
     "fokker_planck_steady_state",
     "get_activation",
+    "keep_freed_memory",
     "load_streamed",
     "losses",
     "moment_ode",

@@ -91,6 +91,7 @@ CASES = [
      lambda: mfj.solve_fokker_planck(FIELD, jnp.ones(8), GRID, diffusion=-1.0), ValueError),
     ("steady_state", "singular W", lambda: mfj.steady_state(mfj.NeuralField(0.0, 1.0)), ValueError),
     ("fit", "negative steps", lambda: mfj.fit(jnp.ones(2), jnp.sum, steps=-1, progress=False), ValueError),
+    ("keep_freed_memory", "threshold below 128 KiB", lambda: mfj.keep_freed_memory(4096), ValueError),
 ]
 
 
