@@ -91,8 +91,8 @@ CFL_LIMITS = {"upwind": 1.0, "muscl": 0.5, "cweno3": 0.5}
 # interleaved, bitwise the same densities: fused / written slopes float64 512² 1.17-1.23x, 544² 1.03x, 576²
 # 0.86x, 640² 0.84x, 1024² 0.69x, 2048² 0.74x; float32 640² 1.22x, 800² 1.05x, 900² 0.92x, 1024² 0.78x; then
 # one pad / two pads float64 640² 0.89x, 1024² 0.77-0.82x, 2048² 0.74x, float32 900² 0.88x, 1024² 0.87x (with
-# the slopes written, 512² 1.07x, float32 724² 1.02x). In 1-D (one axis, one pad) fused slopes did not pay
-# (float64 3·10⁵ cells 1.37x, 10⁶ 0.96x; float32 10⁶ 1.11x).
+# the slopes written, 512² 1.07x, float32 724² 1.02x; 256² 1.17x, its discrete gradient 1.08x). In 1-D (one
+# axis, one pad) fused slopes did not pay (float64 3·10⁵ cells 1.37x, 10⁶ 0.96x; float32 10⁶ 1.11x).
 LARGE_2D_GRID_BYTES = 5 * 2**19
 
 
