@@ -37,8 +37,14 @@ def _goals(path: Path) -> dict | None:
         return None
 
 
-def run_benchmarks(quick: bool = False, out: Path | None = None, suites: tuple[str, ...] = SUITES) -> int:
-    """Run each suite (``--quick`` passed on); 0 when all present suites finished, else 1.
+def run_benchmarks(
+    quick: bool = False,
+    out: Path | None = None,
+    suites: tuple[str, ...] = SUITES,
+    keep_freed_memory: bool = False,
+) -> int:
+    """Run each suite (``--quick`` and ``--keep-freed-memory`` passed on); 0 when all present suites finished,
+    else 1.
 
     Raises ConfigError (before running anything) when the benchmarks folder is missing, a suite is unknown
     or ``out`` already exists.
@@ -51,7 +57,8 @@ def run_benchmarks(quick: bool = False, out: Path | None = None, suites: tuple[s
         raise ConfigError(f"unknown benchmark suite(s) {unknown}; known suites: {', '.join(SUITES)}")
     if out is not None and Path(out).exists():
         raise ConfigError(f"--out {out} already exists; benchmark results are never overwritten")
-    summary = {"quick": quick, "suites": {}}
+    options = [*(["--quick"] if quick else []), *(["--keep-freed-memory"] if keep_freed_memory else [])]
+    summary = {"quick": quick, "keep_freed_memory": keep_freed_memory, "suites": {}}
     for suite in suites:
         script = folder / f"{suite}.py"
         if not script.is_file():
@@ -60,7 +67,7 @@ def run_benchmarks(quick: bool = False, out: Path | None = None, suites: tuple[s
             continue
         before = _result_files(folder)
         print(f"== {suite} ==", flush=True)
-        status = subprocess.run([sys.executable, str(script), *(["--quick"] if quick else [])]).returncode
+        status = subprocess.run([sys.executable, str(script), *options]).returncode
         written = sorted(_result_files(folder) - before)
         summary["suites"][suite] = {
             "status": status,

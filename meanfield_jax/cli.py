@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
         help="fewer sizes and repeats (about 12 minutes on 2 cores; the full suite about 30)",
     )
     bench.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    bench.add_argument(
+        "--keep-freed-memory", action="store_true",
+        help="run each suite with meanfield_jax.keep_freed_memory() (docs/scaling.md)",
+    )
     return parser
 
 
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from .bench import run_benchmarks
 
-            return run_benchmarks(quick=args.quick, out=args.out)
+            return run_benchmarks(quick=args.quick, out=args.out, keep_freed_memory=args.keep_freed_memory)
         cfg = apply_overrides(load_config(args.config), args.overrides)
         from .runner import run_experiment
 

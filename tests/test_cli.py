@@ -140,3 +140,33 @@ def test_same_seed_and_config_give_bitwise_identical_results(tmp_path):
         metrics = json.loads((out / "metrics.json").read_text())
         runs.append((metrics["checks"], metrics["metrics"], (out / "fig1_moments.png").read_bytes()))
     assert runs[0] == runs[1]
+
+
+FAKE_SUITE = """
+import json, sys
+from pathlib import Path
+stem = Path(__file__).stem
+out = Path(__file__).parent / "results" / f"{stem}-run.json"
+out.write_text(json.dumps({"argv": sys.argv[1:], "goals": {"suite": stem}}))
+"""
+
+
+def test_bench_passes_its_options_to_each_suite_and_summarises_them(tmp_path, monkeypatch, capsys):
+    from meanfield_jax import bench
+
+    (tmp_path / "results").mkdir()
+    for suite in bench.SUITES:
+        (tmp_path / f"{suite}.py").write_text(FAKE_SUITE)
+    monkeypatch.setattr(bench, "benchmarks_folder", lambda: tmp_path)
+    summary = tmp_path / "summary.json"
+    assert main(["bench", "--quick", "--keep-freed-memory", "--out", str(summary)]) == 0
+    written = json.loads(summary.read_text())
+    assert written["quick"] is True and written["keep_freed_memory"] is True
+    for suite in bench.SUITES:
+        entry = written["suites"][suite]
+        assert entry["status"] == 0 and entry["goals"] == [{"suite": suite}]
+        run = json.loads((tmp_path / "results" / f"{suite}-run.json").read_text())
+        assert run["argv"] == ["--quick", "--keep-freed-memory"]
+    # an existing --out is refused before any suite runs
+    assert main(["bench", "--out", str(summary)]) == 2
+    assert "already exists" in capsys.readouterr().err
