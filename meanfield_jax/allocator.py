@@ -3,7 +3,8 @@
 Every call of a compiled XLA program on CPU allocates its temporaries as one block, and its outputs, and
 frees them when done. glibc's ``malloc`` serves a block of at least its mmap threshold (128 KiB, raised on
 the fly up to 32 MiB as large blocks are freed) by ``mmap``, and gives it back to the kernel when it is
-freed; it also trims the top of its heap once more than twice that threshold lies free there. Memory
+freed; it also trims the top of its heap once more than its trim threshold lies free there (128 KiB, then
+twice the raised mmap threshold). Memory
 fresh from the kernel faults on the first write to each 4 KiB page: the discrete gradient through a 512²
 kinetic solve, whose temporaries take 76 MiB, took 19 512 page faults at every call (measured), one per
 page of them.
@@ -16,15 +17,16 @@ arena of a thread other than the main one grows by heaps of at most 64 MiB, so a
 thread asks for is still mapped afresh. The cost is that the process keeps the largest heap it has used
 until it exits. The setting acts on the whole process (every library in it) and on the allocations that
 follow; ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` in the environment before Python starts
-do the same. Measured on an AMD EPYC with 2 cores, with and without it in processes run in turn:
+do the same. Older glibc releases refuse an mmap threshold above 32 MiB: nothing is set then, and False
+returned. Measured on an AMD EPYC with 2 cores (glibc 2.36), with and without it in processes run in turn:
 docs/scaling.md.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import sys
+import operator
+import os
 
 __all__ = ["MAX_THRESHOLD_BYTES", "MIN_THRESHOLD_BYTES", "keep_freed_memory"]
 
@@ -37,10 +39,11 @@ MAX_THRESHOLD_BYTES = 2**31 - 1  # the largest int mallopt takes
 
 def _glibc() -> ctypes.CDLL | None:
     """The C library when it is glibc (the only one with these mallopt parameters), else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    if not hasattr(libc, "gnu_get_libc_version"):  # musl and others
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):  # set by glibc alone
+            return None
+        libc = ctypes.CDLL(None)  # the symbols of the running process, glibc's among them
+    except (AttributeError, OSError, ValueError):  # no confstr (Windows), or the name is unknown here
         return None
     libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     libc.mallopt.restype = ctypes.c_int
@@ -48,22 +51,24 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def keep_freed_memory(threshold_bytes: int = 2**30) -> bool:
-    """Serve blocks below ``threshold_bytes`` from one heap and keep freed memory in it (glibc's mallopt).
+    """Serve blocks below ``threshold_bytes`` from the heap and keep freed memory in it (glibc's mallopt).
 
-    Returns True when both settings were taken, False where the C library is not glibc (nothing is
-    changed then). Raises ValueError for a ``threshold_bytes`` that is not an int between
-    :data:`MIN_THRESHOLD_BYTES` and :data:`MAX_THRESHOLD_BYTES`.
+    Returns True when both settings were taken, False where the C library is not glibc or refuses the
+    threshold (nothing is changed then). Raises ValueError for a ``threshold_bytes`` that is not an integer
+    from :data:`MIN_THRESHOLD_BYTES` to :data:`MAX_THRESHOLD_BYTES`.
     """
-    if isinstance(threshold_bytes, bool) or not isinstance(threshold_bytes, int) or not (
-        MIN_THRESHOLD_BYTES <= threshold_bytes <= MAX_THRESHOLD_BYTES
-    ):
+    try:
+        threshold = None if isinstance(threshold_bytes, bool) else operator.index(threshold_bytes)
+    except TypeError:
+        threshold = None
+    if threshold is None or not MIN_THRESHOLD_BYTES <= threshold <= MAX_THRESHOLD_BYTES:
         raise ValueError(
             f"threshold_bytes must be an int from {MIN_THRESHOLD_BYTES} (128 KiB) to {MAX_THRESHOLD_BYTES} "
             f"(2 GiB - 1), got threshold_bytes={threshold_bytes!r}"
         )
     libc = _glibc()
-    if libc is None:
+    # the trim threshold only once the mmap threshold is taken: setting it alone would stop glibc from
+    # raising its mmap threshold by itself, and leave large blocks mapped afresh at every call
+    if libc is None or not libc.mallopt(_M_MMAP_THRESHOLD, threshold):
         return False
-    mmap_set = libc.mallopt(_M_MMAP_THRESHOLD, threshold_bytes)
-    trim_set = libc.mallopt(_M_TRIM_THRESHOLD, MAX_THRESHOLD_BYTES)
-    return bool(mmap_set and trim_set)
+    return bool(libc.mallopt(_M_TRIM_THRESHOLD, MAX_THRESHOLD_BYTES))

@@ -5,10 +5,12 @@ The setting acts on the whole process, so each measurement runs in a child proce
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from meanfield_jax import allocator
@@ -27,12 +29,13 @@ CHILD = textwrap.dedent(
     x = jnp.linspace(0.0, 1.0, 2**22)
     for _ in range(20):
         f(x).block_until_ready()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
+    faults = []
+    for _ in range(21):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         f(x).block_until_ready()
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     temp = f.lower(x).compile().memory_analysis().temp_size_in_bytes
-    print("RESULT " + json.dumps({"taken": taken, "faults_per_call": faults, "temp_pages": temp // 4096}))
+    print("RESULT " + json.dumps({"taken": taken, "faults": faults, "temp_pages": temp // 4096}))
     """
 )
 
@@ -51,11 +54,13 @@ def _child(mode: str) -> dict:
 def test_a_compiled_call_reuses_freed_memory_instead_of_faulting_in_pages():
     default, kept = _child("default"), _child("keep")
     assert kept["taken"] is True
-    # by default every page of the temporaries faults at every call; kept, the blocks freed by the calls
-    # before are reused (each thread's arena keeps its own: 0-1 faults a call in 3 runs of 4, 2459 in one)
-    assert default["temp_pages"] >= 2**13
-    assert default["faults_per_call"] >= default["temp_pages"]
-    assert kept["faults_per_call"] < default["faults_per_call"] / 2
+    pages = default["temp_pages"]
+    assert pages >= 2**13
+    # by default every page of the temporaries faults at every call. Kept, the blocks freed by the calls
+    # before are reused: ~1 fault on most calls, where now and then one call maps a block afresh (each
+    # thread's arena keeps its own), so the median call is compared
+    assert min(default["faults"]) >= pages
+    assert statistics.median(kept["faults"]) < pages / 8
 
 
 @pytest.mark.parametrize("bad", [0, 1024, 2**31, 2.0**30, True, "1G", None])
@@ -67,3 +72,28 @@ def test_a_threshold_outside_the_allowed_range_is_refused_by_name(bad):
 def test_without_glibc_nothing_is_set(monkeypatch):
     monkeypatch.setattr(allocator, "_glibc", lambda: None)
     assert keep_freed_memory() is False
+
+
+class RefusingLibc:
+    """A C library whose mallopt refuses every mmap threshold (as older glibc does above 32 MiB)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, parameter, value):
+        self.calls.append((parameter, value))
+        return int(parameter != allocator._M_MMAP_THRESHOLD)
+
+
+def test_a_refused_threshold_leaves_the_trim_threshold_alone(monkeypatch):
+    libc = RefusingLibc()
+    monkeypatch.setattr(allocator, "_glibc", lambda: libc)
+    assert keep_freed_memory() is False
+    assert libc.calls == [(allocator._M_MMAP_THRESHOLD, 2**30)]
+
+
+def test_an_integer_of_any_kind_is_a_threshold(monkeypatch):
+    libc = RefusingLibc()
+    monkeypatch.setattr(allocator, "_glibc", lambda: libc)
+    keep_freed_memory(np.int64(2**25))
+    assert libc.calls == [(allocator._M_MMAP_THRESHOLD, 2**25)]
