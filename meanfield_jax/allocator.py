@@ -4,10 +4,9 @@ Every call of a compiled XLA program on CPU allocates its temporaries as one blo
 frees them when done. glibc's ``malloc`` serves a block of at least its mmap threshold (128 KiB, raised on
 the fly up to 32 MiB as large blocks are freed) by ``mmap``, and gives it back to the kernel when it is
 freed; it also trims the top of its heap once more than its trim threshold lies free there (128 KiB, then
-twice the raised mmap threshold). Memory
-fresh from the kernel faults on the first write to each 4 KiB page: the discrete gradient through a 512²
-kinetic solve, whose temporaries take 76 MiB, took 19 512 page faults at every call (measured), one per
-page of them.
+twice the raised mmap threshold). Memory fresh from the kernel faults on the first write to each 4 KiB
+page: the discrete gradient through a 512² kinetic solve, whose temporaries take 76 MiB, took 19 512 page
+faults at every call (measured), one per page of them.
 
 :func:`keep_freed_memory` sets glibc's mmap threshold to ``threshold_bytes`` and its trim threshold to the
 largest value it takes (``mallopt``): blocks below ``threshold_bytes`` then come from the heap and stay
