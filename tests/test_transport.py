@@ -572,6 +572,43 @@ def test_large_2d_grids_pad_once_and_fuse_the_muscl_slopes(scheme, boundary, mon
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("scheme", ["muscl", "cweno3"])
+def test_small_1d_densities_join_their_outflow_ghost_cells_by_a_concatenation(scheme, monkeypatch):
+    """Below ``CONCATENATED_GHOSTS_BELOW`` cells the zero ghost cells beyond outflow walls are concatenated
+    to a 1-D density (XLA fuses that, where a pad is a kernel of its own), and its tangent is padded: the
+    densities bit for bit, and the gradients of every adjoint, are those of the pad."""
+    grid = mfj.Grid1D(-1.0, 4.0, 40)  # the bump reaches the upper wall and flows out
+    f0 = grid.project(bump)
+    W, b = jnp.asarray([[[1.5]], [[-0.4]]]), jnp.asarray([[0.6], [1.2]])
+
+    def loss(W, b, adjoint):
+        field = mfj.NeuralField(W, b, activation="tanh", T=1.0)
+        sol = solve_vlasov(field, f0, grid, scheme=scheme, boundary="outflow", max_steps=60, adjoint=adjoint)
+        return jnp.sum(grid.x * sol.f[-1]), sol.f[-1]
+
+    results, primitives = [], []
+    for threshold in (transport.CONCATENATED_GHOSTS_BELOW, 0):
+        monkeypatch.setattr(transport, "CONCATENATED_GHOSTS_BELOW", threshold)
+        jax.clear_caches()
+        jaxpr = jax.make_jaxpr(lambda f: transport._ghost_cells(f, 0, "outflow"))(f0).jaxpr
+        primitives.append((count_primitives(jaxpr, "concatenate"), count_primitives(jaxpr, "pad")))
+        results.append({
+            adjoint: jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(W, b, adjoint)
+            for adjoint in ("checkpointed", "discrete", "forward")
+        })
+    jax.clear_caches()
+    assert primitives == [(1, 0), (0, 1)]
+    concatenated, padded = results
+    assert float(jnp.sum(f0) - jnp.sum(padded["checkpointed"][0][1])) > 1e-3  # mass left through the wall
+    for adjoint in concatenated:
+        (_, f_a), grad_a = concatenated[adjoint]
+        (_, f_b), grad_b = padded[adjoint]
+        np.testing.assert_array_equal(f_a, f_b)
+        for a, g in zip(grad_a, grad_b):
+            assert float(jnp.max(jnp.abs(g))) > 1e-3
+            np.testing.assert_allclose(a, g, rtol=1e-13, atol=1e-15, err_msg=adjoint)
+
+
 @pytest.mark.parametrize("boundary", ["outflow", "zero_flux", "periodic"])
 @pytest.mark.parametrize("d", [1, 2])
 def test_cell_face_velocities_and_the_cfl_rate_bound(boundary, d):
