@@ -73,6 +73,7 @@ from .chang_cooper import (
     heun_update_vjp,
     heun_whole_step_flux,
     heun_whole_step_stencil,
+    inner_flux,
     outflow_rate,
     pad_cells,
     tridiagonal_bands,
@@ -408,7 +409,7 @@ def _heun_update_1d_forward_jvp(spacing, primals, tangents):
     def stages(operands):  # the six-coefficient flux, and the flux whose differences are the stages' tangent
         _, _, f_, df_, coefficients_, d_coefficients_, dt_k_, d_dt_k_, update_, s_ = operands
         tangent = _heun_stages_tangent((coefficients_, f_, dt_k_), (d_coefficients_, df_, d_dt_k_), spacing)
-        return heun_update_flux(update_, f_, s_), -jnp.cumsum(tangent - df_, axis=-1)[..., :-1]
+        return heun_update_flux(update_, f_, s_), inner_flux(-jnp.cumsum(tangent - df_, axis=-1)[..., :-1])
 
     operands = (stencil, d_stencil, f, df, coefficients, d_coefficients, dt_k, d_dt_k, update, s)
     # value and tangent behind one conditional, both updates after it (flux_update): no copy per step;

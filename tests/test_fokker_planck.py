@@ -15,6 +15,7 @@ import pytest
 from scipy import integrate, linalg, stats
 
 import meanfield_jax as mfj
+from meanfield_jax import chang_cooper
 from meanfield_jax.chang_cooper import (
     apply_fitted_operator,
     bernoulli,
@@ -25,6 +26,7 @@ from meanfield_jax.chang_cooper import (
     heun_update_s_vjp,
     heun_update_vjp,
     heun_whole_step,
+    heun_whole_step_flux,
     heun_whole_step_stencil,
     outflow_rate,
     pad_cells,
@@ -201,6 +203,43 @@ def test_solve_with_whole_steps_matches_the_six_coefficient_steps():
     mass = grid.integrate(f0)
     for f in whole:
         assert float(grid.integrate(f)) == pytest.approx(float(mass), rel=1e-13)
+
+
+def test_small_grids_carry_the_right_walls_zero_flux_in_the_one_pass_step(monkeypatch):
+    """Below ``WALL_FLUX_BELOW`` cells the one-pass step's face flux also holds the right wall's (zero) flux,
+    so that its update pads one shifted copy instead of two: the densities bit for bit, and the gradients of
+    every adjoint, are those of the flux on the inner faces alone."""
+    grid = mfj.Grid1D(-6.0, 6.0, 64)
+    f0 = grid.project(lambda x: jnp.exp(-0.5 * (x - 1.0) ** 2))
+    W, b = jnp.asarray([[[-0.8]], [[0.5]]]), jnp.asarray([[0.3], [-0.6]])
+    alpha, beta, f, h, dt = _random_operator(64)
+    stencil = heun_whole_step_stencil(heun_flux_coefficients(alpha, beta, h, dt))
+
+    def loss(W, b, adjoint):
+        field = mfj.NeuralField(W, b, activation="tanh", T=1.0)
+        sol = solve_fokker_planck(field, f0, grid, diffusion=0.4, max_steps=200, adjoint=adjoint)
+        return jnp.sum(grid.x * sol.f[-1]), sol.f[-1]
+
+    results, faces = [], []
+    for threshold in (chang_cooper.WALL_FLUX_BELOW, 0):
+        monkeypatch.setattr(chang_cooper, "WALL_FLUX_BELOW", threshold)
+        jax.clear_caches()
+        faces.append(heun_whole_step_flux(stencil, f).shape)
+        results.append({
+            adjoint: jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(W, b, adjoint)
+            for adjoint in ("checkpointed", "discrete", "forward")
+        })
+    jax.clear_caches()
+    assert faces == [(64,), (63,)]
+    with_wall, inner = results
+    for adjoint in with_wall:
+        (_, f_a), grad_a = with_wall[adjoint]
+        (_, f_b), grad_b = inner[adjoint]
+        np.testing.assert_array_equal(f_a, f_b)
+        assert float(jnp.abs(f_a - f0).max()) > 1e-3
+        for a, g in zip(grad_a, grad_b):
+            assert float(jnp.max(jnp.abs(g))) > 1e-3
+            np.testing.assert_allclose(a, g, rtol=1e-13, atol=1e-15, err_msg=adjoint)
 
 
 def test_one_pass_heun_update_written_adjoint_is_jaxs_own():
