@@ -59,7 +59,7 @@ __all__ = [
 # (:func:`inner_flux`), so that :func:`flux_update` pads one shifted copy of it instead of two. Explicit
 # Fokker–Planck solves of 200 steps, float64, both versions compiled in one process (the package's XLA
 # options), calls interleaved, bitwise the same densities: 10³ / 4·10³ / 8·10³ / 10⁴ / 1.6·10⁴ cells
-# 0.86 / 0.86 / 0.92 / 0.84–0.96 / 0.92x the time; from 2·10⁴ cells slower (2·10⁴ 1.68x, 3·10⁴ 1.14x).
+# 0.86 / 0.86 / 0.92 / 0.84–1.09 / 0.92x the time; from 2·10⁴ cells slower (2·10⁴ 1.68x, 3·10⁴ 1.14x).
 # Gradients by forward sensitivities at 10³ / 4·10³ / 10⁴ cells 0.91 / 0.94 / 0.85–0.90x, bitwise the
 # same; the discrete and checkpointed adjoints compile to the same program as before (measured).
 WALL_FLUX_BELOW = 2**14
