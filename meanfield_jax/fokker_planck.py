@@ -93,6 +93,7 @@ from .kinetic_common import (
     layer_lookup,
     layer_stops,
     maps_between_layers,
+    shared_scan_length,
     ssp_rk_step,
     steps_per_save_interval,
     validate_density,
@@ -762,12 +763,13 @@ def _check_field_and_grid(field: Any, grid: Any) -> None:
 def _scan_length(
     save: np.ndarray, stops: np.ndarray, step: float | None, max_steps: int | None, t0: float
 ) -> int:
-    """Steps per save interval: counted from a concrete step (at most ``max_steps``), else ``max_steps``."""
+    """The scan length per save interval: ``max_steps`` if given (at least the steps counted from a concrete
+    step), else the count from the step, rounded up by :func:`shared_scan_length`."""
     if step is None:
         return max_steps
     steps = steps_per_save_interval(save, stops, step, t0)
     if max_steps is None:
-        return steps
+        return shared_scan_length(steps)
     if steps > max_steps:
         raise ValueError(f"max_steps={max_steps} is too small: {steps} steps are needed per save interval")
     return max_steps

@@ -56,6 +56,7 @@ __all__ = [
     "maps_between_layers",
     "pad_axis",
     "push_forward_cells",
+    "shared_scan_length",
     "ssp_rk_stages",
     "ssp_rk_step",
     "ssp_stage_weights",
@@ -156,6 +157,14 @@ def steps_per_save_interval(save_at: np.ndarray, stops: np.ndarray, dt: float, t
     """Steps of size ≤ dt, landing on every stop and save time, that the longest save interval takes."""
     targets = [s for s in np.ravel(save_at).tolist() if s > t0]
     return steps_needed(targets, sorted({*np.ravel(stops).tolist(), *targets}), t0, dt)
+
+
+def shared_scan_length(steps: int) -> int:
+    """``steps`` rounded up to three significant bits (at most 1/8 more), the scan length of a loop whose
+    step count was computed from a concrete step: the steps past the end of a save interval have length 0
+    and are skipped, and nearby step counts (a sweep over weights or diffusions) share one compilation."""
+    shift = max(0, steps.bit_length() - 3)
+    return -(-steps >> shift) << shift
 
 
 def layer_lookup(

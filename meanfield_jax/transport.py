@@ -66,6 +66,7 @@ from .kinetic_common import (
     maps_between_layers,
     pad_axis,
     push_forward_cells,
+    shared_scan_length,
     ssp_rk_stages,
     ssp_rk_step,
     steps_per_save_interval,
@@ -361,12 +362,6 @@ def _solve(
 _compiled_time_step = jit_arrays(cfl_time_step, static_argnames=("boundary", "cfl", "t_end"))
 
 
-def _scan_length(steps: int) -> int:
-    """``steps`` rounded up to three significant bits, so that nearby step counts share one compilation."""
-    shift = max(0, steps.bit_length() - 3)
-    return -(-steps >> shift) << shift
-
-
 def _check_cfl(cfl, scheme: str) -> float:
     try:
         cfl = float(cfl)
@@ -430,7 +425,7 @@ def prepare_vlasov(
         needed = steps_per_save_interval(save, layer_stops(field), float(dt_max), t0)
         if max_steps is not None and needed > max_steps:
             raise ValueError(f"max_steps={max_steps} is too small: {needed} steps are needed between saves")
-        steps = max_steps if max_steps is not None else _scan_length(needed + 1)
+        steps = max_steps if max_steps is not None else shared_scan_length(needed + 1)
     dtype = jnp.result_type(f0.dtype, *[leaf.dtype for leaf in jax.tree_util.tree_leaves(field)])
     return f0.astype(dtype), config, save, steps, t0, dt_max
 

@@ -50,3 +50,25 @@ def test_solvers_do_not_recompile_for_new_parameter_values():
     finer = mfj.Grid1D(-3.0, 3.0, 50)
     mfj.solve_vlasov(first, finer.project(lambda x: jnp.exp(-4.0 * x**2)), finer).f.block_until_ready()
     assert COMPILES
+
+
+def test_fokker_planck_solves_with_nearby_step_counts_share_one_compilation():
+    """The scan length is the step count rounded up (kinetic_common.shared_scan_length): solves whose CFL
+    steps differ a little compile once, and the extra steps of length 0 leave the density bitwise as the
+    scan of the exact count (``max_steps`` equal to it) gives it."""
+    grid = mfj.Grid1D(-3.0, 3.0, 48)
+    f0 = grid.project(lambda x: jnp.exp(-4.0 * x**2))
+    (field,) = _fields(1)
+
+    def solve(diffusion, max_steps=None):  # one save interval: its step count is the solve's
+        return mfj.solve_fokker_planck(field, f0, grid, diffusion=diffusion, max_steps=max_steps)
+
+    first = solve(0.5)
+    COMPILES.clear()
+    second = solve(0.55)
+    assert COMPILES == []
+    assert int(first.num_steps) < int(second.num_steps)  # the two solves take different numbers of steps
+    for diffusion, sol in ((0.5, first), (0.55, second)):
+        exact = solve(diffusion, max_steps=int(sol.num_steps))
+        assert int(exact.num_steps) == int(sol.num_steps)
+        np.testing.assert_array_equal(np.asarray(exact.f), np.asarray(sol.f))
