@@ -1,7 +1,8 @@
 """Kinetic solves shared by the tests of their adjoints: fields with layer boundaries and a save time inside
 the loop (so that steps are cut short), and Δt that depends on the field; the loss weighs both saved
-densities (so the save inside the loop gets a cotangent too); and a count of primitives in a jaxpr, for the
-tests that a kinetic kernel takes the path it should."""
+densities (so the save inside the loop gets a cotangent too); a count of primitives in a jaxpr, for the
+tests that a kinetic kernel takes the path it should; and the comparison of two layouts of one solve
+through every adjoint."""
 
 import equinox as eqx
 import jax
@@ -114,3 +115,24 @@ def assert_gradients_agree(got, want):
         scale = float(jnp.max(jnp.abs(b)))
         assert scale > 1e-4
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-11 * scale)
+
+
+KINETIC_ADJOINTS = ("checkpointed", "discrete", "forward")
+
+
+def solves_by_adjoint(loss, W, b) -> dict:
+    """``((value, density), (∂/∂W, ∂/∂b))`` of ``loss(W, b, adjoint) -> (value, density)`` per adjoint."""
+    return {adjoint: jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(W, b, adjoint)
+            for adjoint in KINETIC_ADJOINTS}
+
+
+def assert_same_solves(got: dict, want: dict) -> None:
+    """Two :func:`solves_by_adjoint` of one solve in two layouts: the densities bit for bit, the gradients
+    to round-off, each reference gradient non-zero."""
+    for adjoint in want:
+        (_, f_a), grad_a = got[adjoint]
+        (_, f_b), grad_b = want[adjoint]
+        np.testing.assert_array_equal(f_a, f_b)
+        for a, g in zip(grad_a, grad_b):
+            assert float(jnp.max(jnp.abs(g))) > 1e-3
+            np.testing.assert_allclose(a, g, rtol=1e-13, atol=1e-15, err_msg=adjoint)
