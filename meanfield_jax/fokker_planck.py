@@ -93,9 +93,8 @@ from .kinetic_common import (
     layer_lookup,
     layer_stops,
     maps_between_layers,
-    shared_scan_length,
+    scan_length,
     ssp_rk_step,
-    steps_per_save_interval,
     validate_density,
     validate_field_and_grid,
 )
@@ -760,21 +759,6 @@ def _check_field_and_grid(field: Any, grid: Any) -> None:
         )
 
 
-def _scan_length(
-    save: np.ndarray, stops: np.ndarray, step: float | None, max_steps: int | None, t0: float
-) -> int:
-    """The scan length per save interval: ``max_steps`` if given (at least the steps counted from a concrete
-    step), else the count from the step, rounded up by :func:`shared_scan_length`."""
-    if step is None:
-        return max_steps
-    steps = steps_per_save_interval(save, stops, step, t0)
-    if max_steps is None:
-        return shared_scan_length(steps)
-    if steps > max_steps:
-        raise ValueError(f"max_steps={max_steps} is too small: {steps} steps are needed per save interval")
-    return max_steps
-
-
 def _step_now(
     field: AbstractField, grid: Grid1D | Grid2D, diffusion: Any, method: str, cfl: float, span: float
 ) -> float | None:
@@ -874,9 +858,9 @@ def solve_fokker_planck(
         count_with = _concrete(step)
         if count_with is None and not is_traced((field, given_diffusion)):
             count_with = _step_now(field, grid, given_diffusion, method, cfl, span)
-        steps = _scan_length(save, layer_stops(field), count_with, max_steps, t0)
+        steps = scan_length(save, layer_stops(field), count_with, max_steps, t0)
     else:
-        step, steps = jnp.asarray(dt), _scan_length(save, layer_stops(field), dt, max_steps, t0)
+        step, steps = jnp.asarray(dt), scan_length(save, layer_stops(field), dt, max_steps, t0)
     save_times = tuple(save.tolist())
     theta = jnp.asarray(theta) if method == "implicit" else None  # explicit steps have no θ
     pieces = _runs_by_pieces(method, field, grid, save, t0, steps)

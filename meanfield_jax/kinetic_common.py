@@ -56,6 +56,7 @@ __all__ = [
     "maps_between_layers",
     "pad_axis",
     "push_forward_cells",
+    "scan_length",
     "shared_scan_length",
     "ssp_rk_stages",
     "ssp_rk_step",
@@ -165,6 +166,23 @@ def shared_scan_length(steps: int) -> int:
     and are skipped, and nearby step counts (a sweep over weights or diffusions) share one compilation."""
     shift = max(0, steps.bit_length() - 3)
     return -(-steps >> shift) << shift
+
+
+def scan_length(
+    save: np.ndarray, stops: np.ndarray, step: float | None, max_steps: int | None, t0: float
+) -> int:
+    """The scan length per save interval of a kinetic solve: ``max_steps`` if given (checked against the
+    steps counted from a concrete ``step``), else that count rounded up by :func:`shared_scan_length`. The
+    count needs no margin: the time loop takes exactly as many steps as in exact arithmetic, in float32 as in
+    float64 (:mod:`meanfield_jax.timestepping`)."""
+    if step is None:
+        return max_steps
+    steps = steps_per_save_interval(save, stops, step, t0)
+    if max_steps is None:
+        return shared_scan_length(steps)
+    if steps > max_steps:
+        raise ValueError(f"max_steps={max_steps} is too small: {steps} steps are needed per save interval")
+    return max_steps
 
 
 def layer_lookup(

@@ -5,10 +5,15 @@ The velocity field is piecewise constant in time (layer l on [l Δt_L, (l + 1) �
 straddle a layer boundary, and the solution is wanted exactly at the save times. Let the *stops*
 τ_1 < τ_2 < … be the union of the save times and the layer boundaries. From t_k the loop takes
 
-    Δt_k = min(Δt_max, τ_next − t_k),   t_{k+1} = τ_next if Δt_max ≥ τ_next − t_k else t_k + Δt_max,
+    Δt_k = min(Δt_max, τ_next − t_k),   t_{k+1} = τ_next if Δt_max ≥ τ_next − t_k else τ_prev + j Δt_max,
 
-so every stop is hit exactly (t is snapped onto it, not accumulated), and Δt_max is the CFL step. A
-remainder within 16 ulp of the stop counts as a hit, so round-off in t + Δt never creates a sliver step.
+with τ_prev the last stop reached (or the start) and j the steps taken since (j = round((t_k − τ_prev) /
+Δt_max)): every stop is hit exactly (t is snapped onto it), Δt_max is the CFL step, and t is never a running
+sum. A sum t_k + Δt_max gathers a rounding a step: over random step sizes (up to 8192 steps between two
+stops) the last step fell more than 16 ulp short of its stop in 7 % of the cases in float32 and 3 % in
+float64, and the loop, one sliver step over its count, ran out of steps. τ_prev + j Δt_max is within two
+roundings of the exact time, so a remainder within 16 ulp of the stop counts as a hit, and a piece between
+two stops takes exactly the ⌈length / Δt_max⌉ steps that :func:`steps_needed` counts.
 
 The loop is a ``lax.scan`` of fixed length per save interval, as in diffrax: the length is computed from
 Δt_max when it is concrete, and from ``max_steps`` when Δt_max is traced (under ``jax.grad`` the field, hence
@@ -197,9 +202,9 @@ def integrate(
 
     leaves = jax.tree_util.tree_leaves(saved(state0))
     dtype = jnp.result_type(*[leaf.dtype for leaf in leaves], float)
-    stops_j = jnp.asarray(stops, dtype)
+    edges_j = jnp.asarray(np.concatenate([[t0], stops]), dtype)  # the start, then every stop
     dt_max = jnp.asarray(dt_max, dtype)
-    snap_tol = 16 * jnp.finfo(dtype).eps  # a remainder below this is round-off of t + Δt: land on the stop
+    snap_tol = 16 * jnp.finfo(dtype).eps  # a remainder below this is round-off of the time: land on the stop
 
     # the discrete adjoint differentiates one step at a time, so the step needs no checkpoint of its own
     inner_step = step if adjoint == "discrete" else jax.checkpoint(step, prevent_cse=False)
@@ -209,8 +214,11 @@ def integrate(
 
         def one_step(carry, _):
             state, t, end, count = carry
-            idx = jnp.minimum(jnp.searchsorted(stops_j, t, side="right"), stops_j.shape[0] - 1)
-            nxt = jnp.minimum(stops_j[idx], end)
+            # ≥ 1, as t ≥ edges_j[0]; the search unrolled: as a loop of its own (the default method) inside
+            # every step it took 1.2-1.3x the time of a solve on 10³ Fokker–Planck cells
+            i = jnp.searchsorted(edges_j, t, side="right", method="scan_unrolled")
+            edge = edges_j[i - 1]  # the last stop reached (or the start), and t = edge + j Δt_max
+            nxt = jnp.minimum(edges_j[jnp.minimum(i, edges_j.shape[0] - 1)], end)
             rem = nxt - t
             hits = rem <= dt_max + snap_tol * jnp.abs(nxt)
             dt = jnp.where(hits, rem, dt_max)
@@ -219,7 +227,8 @@ def integrate(
                 state = call(state, t, dt, ~hits)
             else:
                 state = batch_cond(active, lambda s: call(s, t, dt), lambda s: s, state)
-            t = jnp.where(active, jnp.where(hits, nxt, t + dt), t)
+            j = jnp.round((t - edge) / dt_max)
+            t = jnp.where(active, jnp.where(hits, nxt, edge + (j + 1) * dt_max), t)
             return state, t, end, count + active.astype(jnp.int32)
 
         return one_step

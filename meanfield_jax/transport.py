@@ -66,10 +66,9 @@ from .kinetic_common import (
     maps_between_layers,
     pad_axis,
     push_forward_cells,
-    shared_scan_length,
+    scan_length,
     ssp_rk_stages,
     ssp_rk_step,
-    steps_per_save_interval,
     validate_density,
     validate_field_and_grid,
     wall_masses,
@@ -422,10 +421,7 @@ def prepare_vlasov(
     else:  # a concrete field (closed over by an outer jax.jit, say): count the steps now
         with jax.ensure_compile_time_eval():
             dt_max = _compiled_time_step(field, grid, boundary, config.cfl, float(save[-1]) - t0)
-        needed = steps_per_save_interval(save, layer_stops(field), float(dt_max), t0)
-        if max_steps is not None and needed > max_steps:
-            raise ValueError(f"max_steps={max_steps} is too small: {needed} steps are needed between saves")
-        steps = max_steps if max_steps is not None else shared_scan_length(needed + 1)
+        steps = scan_length(save, layer_stops(field), float(dt_max), max_steps, t0)
     dtype = jnp.result_type(f0.dtype, *[leaf.dtype for leaf in jax.tree_util.tree_leaves(field)])
     return f0.astype(dtype), config, save, steps, t0, dt_max
 

@@ -15,7 +15,7 @@ import optax
 import pytest
 
 import meanfield_jax as mfj
-from meanfield_jax.timestepping import integrate
+from meanfield_jax.timestepping import integrate, steps_needed
 
 
 def test_time_loop_reports_the_first_non_finite_save_interval():
@@ -25,6 +25,33 @@ def test_time_loop_reports_the_first_non_finite_save_interval():
     message = r"non-finite \(NaN or inf\) before t = 0.5: reduce cfl"
     with pytest.raises(eqx.EquinoxRuntimeError, match=message):
         integrate(blow_up, jnp.ones(3), np.array([0.0, 0.25, 0.5, 1.0]), 0.01, np.array([]))
+
+
+# (final time, steps of equal length to it, layers): each one short of its count with a running time sum
+LOOPS_THAT_DRIFTED = {
+    jnp.float32: [(1.0, 1000, 1), (0.7, 256, 1), (3.0, 705, 1), (1.0, 327, 1), (3.0, 2820, 4)],
+    jnp.float64: [(10.0, 1000, 1), (0.7, 8192, 1), (40.0, 4000, 4)],
+}
+
+
+@pytest.mark.parametrize("pieces", [False, True])
+@pytest.mark.parametrize("adjoint", ["checkpointed", "discrete"])
+@pytest.mark.parametrize("dtype", list(LOOPS_THAT_DRIFTED))
+def test_time_loop_takes_exactly_the_counted_steps(dtype, adjoint, pieces):
+    """A running sum t + Δt drifts by a rounding a step: for these steps it fell more than the 16-ulp
+    tolerance short of the stop after the counted steps, and the loop, one sliver step over its count, ran
+    out of steps. The time τ_prev + j Δt does not drift: every case takes exactly steps_needed's count."""
+    counter = (lambda s, t, dt, q: s + 1) if pieces else (lambda s, t, dt: s + 1)
+    for t_final, n, layers in LOOPS_THAT_DRIFTED[dtype]:
+        stops = t_final * np.arange(1, layers) / layers
+        count = steps_needed([t_final], np.append(stops, t_final), 0.0, t_final / n)
+        assert count == n
+        steps, info = integrate(
+            counter, jnp.zeros(1, dtype), np.array([0.0, t_final]), t_final / n, stops, max_steps=count,
+            adjoint=adjoint, piece_constant=(lambda t: t) if pieces else None,
+        )
+        assert steps.dtype == dtype
+        assert int(info["num_steps"]) == int(steps[-1, 0]) == n
 
 
 @pytest.mark.parametrize("adjoint", ["checkpointed", "discrete"])
