@@ -54,6 +54,23 @@ def test_time_loop_takes_exactly_the_counted_steps(dtype, adjoint, pieces):
         assert int(info["num_steps"]) == int(steps[-1, 0]) == n
 
 
+@pytest.mark.parametrize("pieces", [False, True])
+def test_step_count_agrees_with_the_loop_next_to_a_whole_number_of_steps(pieces):
+    """Δt_max = (1 − r)/1000 on [0, 1]: the thousandth step ends 1000 r Δt_max short of the stop. The loop
+    lands on the stop from within 16 ulp (3.6e-15) and otherwise takes a step more; the count forgave
+    round-off up to 1e-12 relative, so for r = 5e-15 … 5e-13 it counted 1000 steps where the loop took 1001,
+    and the solve ran out of them. It now forgives 8 ulp of the stop, and the two agree on either side."""
+    counter = (lambda s, t, dt, q: s + 1) if pieces else (lambda s, t, dt: s + 1)
+    for r, steps in [(5e-13, 1001), (2e-14, 1001), (5e-15, 1001), (1e-16, 1000), (0.0, 1000), (-5e-15, 1000)]:
+        dt = (1 - r) / 1000
+        count = steps_needed([1.0], [1.0], 0.0, dt)
+        taken, info = integrate(
+            counter, jnp.zeros(1), np.array([0.0, 1.0]), dt, np.array([]), max_steps=count,
+            piece_constant=(lambda t: t) if pieces else None,
+        )
+        assert count == int(info["num_steps"]) == int(taken[-1, 0]) == steps, r
+
+
 @pytest.mark.parametrize("adjoint", ["checkpointed", "discrete"])
 def test_running_out_of_max_steps_is_an_error_or_a_nan_gradient_never_a_wrong_one(adjoint):
     """A solve that needs 51 steps with max_steps=20: the solution raises, and so does an eager gradient;
