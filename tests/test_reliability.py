@@ -27,6 +27,14 @@ def test_time_loop_reports_the_first_non_finite_save_interval():
         integrate(blow_up, jnp.ones(3), np.array([0.0, 0.25, 0.5, 1.0]), 0.01, np.array([]))
 
 
+def _step_counter(pieces: bool):
+    """A step that counts the steps taken (the state + 1), and the piece_constant that runs the loop by
+    pieces (None: the carried loop)."""
+    if pieces:
+        return (lambda s, t, dt, q: s + 1), (lambda t: t)
+    return (lambda s, t, dt: s + 1), None
+
+
 # (final time, steps of equal length to it, layers): each one short of its count with a running time sum
 LOOPS_THAT_DRIFTED = {
     jnp.float32: [(1.0, 1000, 1), (0.7, 256, 1), (3.0, 705, 1), (1.0, 327, 1), (3.0, 2820, 4)],
@@ -41,14 +49,14 @@ def test_time_loop_takes_exactly_the_counted_steps(dtype, adjoint, pieces):
     """A running sum t + Δt drifts by a rounding a step: for these steps it fell more than the 16-ulp
     tolerance short of the stop after the counted steps, and the loop, one sliver step over its count, ran
     out of steps. The time τ_prev + j Δt does not drift: every case takes exactly steps_needed's count."""
-    counter = (lambda s, t, dt, q: s + 1) if pieces else (lambda s, t, dt: s + 1)
+    counter, piece_constant = _step_counter(pieces)
     for t_final, n, layers in LOOPS_THAT_DRIFTED[dtype]:
         stops = t_final * np.arange(1, layers) / layers
         count = steps_needed([t_final], np.append(stops, t_final), 0.0, t_final / n)
         assert count == n
         steps, info = integrate(
             counter, jnp.zeros(1, dtype), np.array([0.0, t_final]), t_final / n, stops, max_steps=count,
-            adjoint=adjoint, piece_constant=(lambda t: t) if pieces else None,
+            adjoint=adjoint, piece_constant=piece_constant,
         )
         assert steps.dtype == dtype
         assert int(info["num_steps"]) == int(steps[-1, 0]) == n
@@ -60,13 +68,13 @@ def test_step_count_agrees_with_the_loop_next_to_a_whole_number_of_steps(pieces)
     lands on the stop from within 16 ulp (3.6e-15) and otherwise takes a step more; the count forgave
     round-off up to 1e-12 relative, so for r = 5e-15 … 5e-13 it counted 1000 steps where the loop took 1001,
     and the solve ran out of them. It now forgives 8 ulp of the stop, and the two agree on either side."""
-    counter = (lambda s, t, dt, q: s + 1) if pieces else (lambda s, t, dt: s + 1)
+    counter, piece_constant = _step_counter(pieces)
     for r, steps in [(5e-13, 1001), (2e-14, 1001), (5e-15, 1001), (1e-16, 1000), (0.0, 1000), (-5e-15, 1000)]:
         dt = (1 - r) / 1000
         count = steps_needed([1.0], [1.0], 0.0, dt)
         taken, info = integrate(
             counter, jnp.zeros(1), np.array([0.0, 1.0]), dt, np.array([]), max_steps=count,
-            piece_constant=(lambda t: t) if pieces else None,
+            piece_constant=piece_constant,
         )
         assert count == int(info["num_steps"]) == int(taken[-1, 0]) == steps, r
 
