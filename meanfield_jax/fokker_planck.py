@@ -99,7 +99,7 @@ from .kinetic_common import (
     validate_field_and_grid,
 )
 from .solution import KineticSolution
-from .timestepping import integrate, piece_table, resolve_save_times, steps_per_piece
+from .timestepping import concrete_scalar, integrate, piece_table, resolve_save_times, steps_per_piece
 
 __all__ = ["BOUNDARIES", "METHODS", "SCHEMES", "fokker_planck_steady_state", "solve_fokker_planck"]
 
@@ -164,7 +164,7 @@ def _checked_diffusion(diffusion: Any, strict: bool) -> Diffusion:
             f"got an array of shape {K.shape} and dtype {K.dtype}"
         )
     # a Python number is checked as it is (reading the device array back costs a transfer per call)
-    value = float(diffusion) if isinstance(diffusion, int | float) else _concrete(K)
+    value = float(diffusion) if isinstance(diffusion, int | float) else concrete_scalar(K)
     if value is not None and not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
         raise ValueError(f"{_diffusion_rule(strict)}, got diffusion={value}")
     return K
@@ -197,7 +197,7 @@ def _guard(x: Any, check: tuple[Array, ...], strict: bool) -> Any:
     check is a ValueError, a traced one a runtime error."""
     invalid, vanishes, lowest = check
     bad = (invalid | vanishes) if strict else invalid
-    flag = _concrete(bad)
+    flag = concrete_scalar(bad)
     if flag is None:
         return eqx.error_if(x, bad, _diffusion_rule(strict))
     if flag:
@@ -766,14 +766,7 @@ def _step_now(
     over a concrete field and K); None if it still depends on traced values (a K closing over a tracer)."""
     with jax.ensure_compile_time_eval():
         diffusion = _checked_diffusion(diffusion, strict=False)
-        return _concrete(_prepare(grid, diffusion, field, method, cfl, span)[1])
-
-
-def _concrete(x: Array) -> float | None:
-    try:
-        return float(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
+        return concrete_scalar(_prepare(grid, diffusion, field, method, cfl, span)[1])
 
 
 # ---- public API --------------------------------------------------------------------------------------------
@@ -855,7 +848,7 @@ def solve_fokker_planck(
     check, step, first = _prepare(grid, diffusion, field, method, cfl if dt is None else None, span)
     f0 = _guard(f0, check, strict=False)
     if dt is None:  # the step follows the field (and K): traced under jax.grad, so gradients see it
-        count_with = _concrete(step)
+        count_with = concrete_scalar(step)
         if count_with is None and not is_traced((field, given_diffusion)):
             count_with = _step_now(field, grid, given_diffusion, method, cfl, span)
         steps = scan_length(save, layer_stops(field), count_with, max_steps, t0)

@@ -100,10 +100,12 @@ def resolve_save_times(
     return save
 
 
-def _concrete(x) -> float | None:
+def concrete_scalar(x) -> float | None:
+    """A scalar's value as a Python float now, or None while it is traced (its value known only inside the
+    compiled program)."""
     try:
         return float(x)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError, TypeError):
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
         return None
 
 
@@ -198,7 +200,7 @@ def integrate(
     check_adjoint(adjoint)
     save_at = np.asarray(save_at, dtype=float)
     targets, stops = _targets_and_stops(save_at, layer_stops, t0)
-    concrete_dt = _concrete(dt_max)
+    concrete_dt = concrete_scalar(dt_max)
     if concrete_dt is not None:
         if not (concrete_dt > 0 and math.isfinite(concrete_dt)):
             raise ValueError(f"the time step must be finite and positive, got dt={concrete_dt}")
