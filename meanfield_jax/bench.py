@@ -10,6 +10,7 @@ and the goals recorded in them.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +47,9 @@ def run_benchmarks(
     """Run each suite (``--quick`` and ``--keep-freed-memory`` passed on); 0 when all present suites finished,
     else 1.
 
-    Raises ConfigError (before running anything) when the benchmarks folder is missing, a suite is unknown
-    or ``out`` already exists.
+    Raises ConfigError (before running anything) when the benchmarks folder is missing, a suite is unknown,
+    ``out`` already exists or its folder cannot be written (a missing folder is created). Should the summary
+    still fail to be written at the end, it is printed instead, and the run counts as failed.
     """
     folder = benchmarks_folder()
     if not folder.is_dir():
@@ -55,8 +57,8 @@ def run_benchmarks(
     unknown = [suite for suite in suites if suite not in SUITES]
     if unknown:
         raise ConfigError(f"unknown benchmark suite(s) {unknown}; known suites: {', '.join(SUITES)}")
-    if out is not None and Path(out).exists():
-        raise ConfigError(f"--out {out} already exists; benchmark results are never overwritten")
+    if out is not None:
+        _check_out(Path(out))
     options = [*(["--quick"] if quick else []), *(["--keep-freed-memory"] if keep_freed_memory else [])]
     summary = {"quick": quick, "keep_freed_memory": keep_freed_memory, "suites": {}}
     for suite in suites:
@@ -74,8 +76,35 @@ def run_benchmarks(
             "results": [str(path) for path in written],
             "goals": [_goals(path) for path in written],
         }
-    if out is not None:
+    finished = all(entry["status"] in (0, "missing") for entry in summary["suites"].values())
+    if out is not None and not _write_summary(Path(out), summary):
+        return 1
+    return 0 if finished else 1
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an existing ``out`` or a folder for it that cannot be written, creating a missing folder, so
+    that a long run does not end without a place for its summary."""
+    if out.exists():
+        raise ConfigError(f"--out {out} already exists; benchmark results are never overwritten")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create its folder {folder} ({exc.strerror})") from exc
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: its folder {folder} is not a folder this user can write to")
+
+
+def _write_summary(out: Path, summary: dict) -> bool:
+    """Write the summary to a new file ``out``; if that fails (the file appeared meanwhile, the disk is
+    full), say why and print the summary to stdout instead, so it is not lost."""
+    text = json.dumps(summary, indent=2) + "\n"
+    try:
         with open(out, "x") as file:
-            json.dump(summary, file, indent=2)
-            file.write("\n")
-    return 0 if all(entry["status"] in (0, "missing") for entry in summary["suites"].values()) else 1
+            file.write(text)
+    except OSError as exc:
+        print(f"meanfield-jax bench: cannot write the summary to {out} ({exc}); here it is:", file=sys.stderr)
+        print(text, end="")
+        return False
+    return True

@@ -41,7 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true",
         help="fewer sizes and repeats (about 12 minutes on 2 cores; the full suite about 30)",
     )
-    bench.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    bench.add_argument(
+        "--out", type=Path, default=None,
+        help="new JSON file for a summary (each suite's exit status, result files and goals); the "
+        "measurements themselves always go to benchmarks/results/",
+    )
     bench.add_argument(
         "--keep-freed-memory", action="store_true",
         help="run each suite with meanfield_jax.keep_freed_memory() (docs/scaling.md)",

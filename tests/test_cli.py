@@ -170,3 +170,35 @@ def test_bench_passes_its_options_to_each_suite_and_summarises_them(tmp_path, mo
     # an existing --out is refused before any suite runs
     assert main(["bench", "--out", str(summary)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_bench_out_gets_its_folder_before_the_suites_run_and_its_summary_is_never_lost(
+    tmp_path, monkeypatch, capsys
+):
+    from meanfield_jax import bench
+
+    (tmp_path / "results").mkdir()
+    for suite in bench.SUITES:
+        (tmp_path / f"{suite}.py").write_text(FAKE_SUITE)
+    monkeypatch.setattr(bench, "benchmarks_folder", lambda: tmp_path)
+    # a folder that does not exist yet is made, and the summary lands in it
+    summary = tmp_path / "new" / "deeper" / "summary.json"
+    assert main(["bench", "--out", str(summary)]) == 0
+    assert set(json.loads(summary.read_text())["suites"]) == set(bench.SUITES)
+    # a "folder" that is a file is refused before any suite runs
+    (tmp_path / "a_file").write_text("kept")
+    for path in (tmp_path / "results").glob("*.json"):
+        path.unlink()
+    assert main(["bench", "--out", str(tmp_path / "a_file" / "summary.json")]) == 2
+    assert "a_file" in capsys.readouterr().err
+    assert not list((tmp_path / "results").glob("*.json"))
+    assert (tmp_path / "a_file").read_text() == "kept"
+    # a summary that cannot be written at the end (its file appeared meanwhile) is printed, not lost
+    late = tmp_path / "late.json"
+    suite_source = FAKE_SUITE + f"\nPath({str(late)!r}).write_text('theirs')\n"
+    (tmp_path / f"{bench.SUITES[-1]}.py").write_text(suite_source)
+    assert main(["bench", "--out", str(late)]) == 1
+    captured = capsys.readouterr()
+    assert "cannot write the summary" in captured.err
+    assert set(json.loads(captured.out[captured.out.index("{"):])["suites"]) == set(bench.SUITES)
+    assert late.read_text() == "theirs"
