@@ -345,7 +345,7 @@ def particle_step_limit_s(d: int, limits: dict) -> float:
 
 def new_result_path(stem: str, suffix: str = ".json") -> Path:
     """benchmarks/results/<stem>-<UTC time><suffix>, with -1, -2, … appended rather than overwriting."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     for k in range(1000):
         path = RESULTS / f"{stem}-{stamp}{'' if k == 0 else f'-{k}'}{suffix}"
@@ -372,7 +372,7 @@ def new_payload(benchmark: str, quick: bool, settings: dict) -> dict:
     return {
         "benchmark": benchmark,
         "quick": quick,
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
         "machine": machine_info(),
         "versions": versions(),
         "settings": settings,
