@@ -141,16 +141,34 @@ def _dependence(run: Callable[..., Any], inputs: tuple, batched: tuple) -> tuple
 def _depends(jaxpr: Any, flags: list[bool]) -> list[bool]:
     """Which outputs of ``jaxpr`` depend on its inputs flagged in ``flags``: a forward pass over its
     equations, into the jaxpr of a call (``jax.jit``, ``custom_jvp``: as JAX's JVP leaves jitted functions,
-    value and tangent in one call), and an equation's outputs depending on all its inputs otherwise."""
+    value and tangent in one call) and of a scan's body (to a fixed point over its carries), and an
+    equation's outputs depending on all its inputs otherwise."""
     dependent = {v for v, b in zip(jaxpr.invars, flags) if b}
     for eqn in jaxpr.eqns:
         inputs = [isinstance(v, Var) and v in dependent for v in eqn.invars]
         if not any(inputs):
             continue
         called = _called_jaxpr(eqn)
-        outputs = _depends(called, inputs) if called is not None else [True] * len(eqn.outvars)
+        if called is None:
+            outputs = [True] * len(eqn.outvars)
+        elif eqn.primitive.name == "scan":
+            outputs = _scan_depends(called, inputs, eqn.params["num_consts"], eqn.params["num_carry"])
+        else:
+            outputs = _depends(called, inputs)
         dependent.update(v for v, d in zip(eqn.outvars, outputs) if d)
     return [isinstance(v, Var) and v in dependent for v in jaxpr.outvars]
+
+
+def _scan_depends(body: Any, inputs: list[bool], num_consts: int, num_carry: int) -> list[bool]:
+    """:func:`_depends` through a scan: a carry that one step makes dependent is an input of the next, so
+    the body's pass is repeated with those carries flagged until no flag changes."""
+    carry = slice(num_consts, num_consts + num_carry)
+    while True:
+        outputs = _depends(body, inputs)
+        carried = [a or b for a, b in zip(inputs[carry], outputs[:num_carry])]
+        if carried == inputs[carry]:
+            return outputs
+        inputs = [*inputs[:num_consts], *carried, *inputs[carry.stop :]]
 
 
 def _called_jaxpr(eqn: Any) -> Any:

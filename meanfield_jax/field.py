@@ -21,10 +21,13 @@ import math
 from collections.abc import Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .activations import Activation, get_activation
+from .arguments import whole_number
 
 __all__ = ["AbstractField", "NeuralField"]
 
@@ -38,6 +41,10 @@ def _as_float_array(value: ArrayLike, name: str) -> Array:
         raise TypeError(f"{name} must be real-valued, got dtype {arr.dtype}")
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         arr = arr.astype(jnp.result_type(float))
+    if not isinstance(arr, jax.core.Tracer):  # a concrete array is checked now; a traced one cannot be
+        bad = int(np.sum(~np.isfinite(np.asarray(arr))))
+        if bad:
+            raise ValueError(f"{name} must be finite, got {bad} NaN or inf values")
     return arr
 
 
@@ -52,6 +59,8 @@ def _normalise_shapes(W: Array, b: Array) -> tuple[Array, Array]:
             f"W must have shape (d, d) or (L, d, d) (or be a scalar for d = 1), got shape {tuple(W.shape)}"
         )
     num_layers, d = W.shape[0], W.shape[1]
+    if num_layers == 0 or d == 0:
+        raise ValueError(f"W must have at least one layer of dimension d >= 1, got shape {tuple(W.shape)}")
     if b.ndim == 0 and d == 1:
         b = b.reshape(1, 1)
     elif b.ndim == 1 and b.shape[0] == d:
@@ -187,8 +196,7 @@ class NeuralField(AbstractField):
         feedback: float | None = None,
     ) -> NeuralField:
         """The same layer (W, b) repeated ``num_layers`` times on [0, T]."""
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive integer, got num_layers={num_layers!r}")
+        num_layers = whole_number(num_layers, "num_layers")
         W = _as_float_array(W, "W")
         b = _as_float_array(b, "b")
         if W.ndim == 3 or (b.ndim == 2):

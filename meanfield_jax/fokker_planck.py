@@ -60,6 +60,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .adjoint import KINETIC_ADJOINTS, forward_sensitivities, loop_adjoint
+from .arguments import concrete_scalar
 from .block_tridiagonal import block_tridiagonal_solve
 from .chang_cooper import (
     apply_fitted_operator,
@@ -99,7 +100,7 @@ from .kinetic_common import (
     validate_field_and_grid,
 )
 from .solution import KineticSolution
-from .timestepping import concrete_scalar, integrate, piece_table, resolve_save_times, steps_per_piece
+from .timestepping import integrate, piece_table, resolve_save_times, steps_per_piece
 
 __all__ = ["BOUNDARIES", "METHODS", "SCHEMES", "fokker_planck_steady_state", "solve_fokker_planck"]
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from .arguments import whole_number
 from .conditional import batch_cond
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
@@ -93,10 +94,8 @@ def check_choice(name: str, value: Any, allowed: Sequence[str]) -> str:
 
 def check_max_steps(max_steps: Any) -> None:
     """A ValueError unless ``max_steps`` is None or a positive integer (not a bool)."""
-    if max_steps is not None and (
-        isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1
-    ):
-        raise ValueError(f"max_steps must be a positive integer or None, got max_steps={max_steps!r}")
+    if max_steps is not None:
+        whole_number(max_steps, "max_steps")
 
 
 def is_traced(tree: Any) -> bool:
@@ -118,7 +117,7 @@ def validate_density(f0: ArrayLike, grid: Grid1D | Grid2D, name: str = "f0") -> 
     """``f0`` as a floating array of the grid's shape; a concrete one must be finite and non-negative."""
     try:
         f = f0 if isinstance(f0, jax.Array) else jnp.asarray(f0)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # jnp.asarray(None) is a ValueError
         raise TypeError(f"{name} must be an array of cell averages, got {type(f0).__name__}") from exc
     if not jnp.issubdtype(f.dtype, jnp.number) or jnp.issubdtype(f.dtype, jnp.complexfloating):
         raise TypeError(f"{name} must be real-valued, got dtype {f.dtype}")

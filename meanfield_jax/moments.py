@@ -22,18 +22,19 @@ V∞ = −K/w, for every bias.
 
 from __future__ import annotations
 
+import math
 from math import comb
 
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
+from .arguments import concrete_scalar, whole_number
+
 __all__ = ["central_to_raw", "moment_ode", "moments", "particle_moments", "raw_to_central"]
 
 
 def _check_order(order: int) -> int:
-    if isinstance(order, bool) or not isinstance(order, int) or order < 0:
-        raise ValueError(f"order must be a non-negative integer, got order={order!r}")
-    return order
+    return whole_number(order, "order", minimum=0)
 
 
 def particle_moments(x: ArrayLike, order: int = 2) -> Array:
@@ -44,8 +45,9 @@ def particle_moments(x: ArrayLike, order: int = 2) -> Array:
     """
     order = _check_order(order)
     x = jnp.asarray(x)
-    if x.ndim not in (1, 2):
-        raise ValueError(f"x must have shape (n,) or (n, d), got shape {tuple(x.shape)}")
+    if x.ndim not in (1, 2) or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (n,) or (n, d) with n >= 1, got shape {tuple(x.shape)}")
+    x = x.astype(jnp.result_type(x.dtype, float))  # powers of integer data would overflow
     return jnp.stack([jnp.mean(x**k, axis=0) for k in range(order + 1)])
 
 
@@ -127,9 +129,9 @@ def moment_ode(
     Args:
         w, b: constant weight and bias.
         m_init: raw moments [m0, m1, …, mK] at t = 0 (K ≥ 1).
-        ts: times, shape (k,).
+        ts: times, shape (k,) (or a scalar).
         feedback: β, or None for no feedback.
-        diffusion: K ≥ 0 (0 for the Vlasov equation).
+        diffusion: K ≥ 0 (0 for the Vlasov equation); checked here when concrete, differentiable when traced.
 
     Returns:
         Array of shape (len(ts), K + 1): m_j(t_i).
@@ -137,13 +139,16 @@ def moment_ode(
     m_init = jnp.asarray(m_init)
     if m_init.ndim != 1 or m_init.shape[0] < 2:
         raise ValueError(f"m_init must be [m0, m1, ...] with at least two entries, got shape {m_init.shape}")
-    if float(diffusion) < 0:
-        raise ValueError(f"diffusion must be >= 0, got diffusion={diffusion}")
+    value = concrete_scalar(diffusion)
+    if value is not None and not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"diffusion must be a finite number >= 0, got diffusion={value}")
     dtype = jnp.result_type(m_init.dtype, float)
     w = jnp.asarray(w, dtype)
     b = jnp.asarray(b, dtype)
     K = jnp.asarray(diffusion, dtype)
     ts = jnp.atleast_1d(jnp.asarray(ts, dtype))
+    if ts.ndim != 1:
+        raise ValueError(f"ts must be a 1-D array of times, got shape {tuple(ts.shape)}")
     beta = 0.0 if feedback is None else float(feedback)
     order = m_init.shape[0] - 1
 

@@ -70,6 +70,7 @@ from .adjoint import (
     check_adjoint,
     checkpointed_scan,
 )
+from .arguments import whole_number
 from .dispatch import jit_arrays, odd_count_on_cpu
 from .field import AbstractField, NeuralField
 from .sharding_types import explicit_spec, replicated_spec, transposed_spec
@@ -116,7 +117,21 @@ def _diffusion_at(diffusion: Callable, consts: tuple, x: Array) -> Array:
     K = jnp.asarray(diffusion(x, *consts)).astype(x.dtype)
     if K.ndim == 0 or K.shape == x.shape:
         return K
+    if K.shape not in ((x.shape[0],), (x.shape[0], 1)):
+        raise ValueError(
+            f"diffusion K(x) for particles x of shape {tuple(x.shape)} must return shape (), (n,), (n, 1) or "
+            f"(n, d) with n = {x.shape[0]}, d = {x.shape[1]}; got shape {tuple(K.shape)}"
+        )
     return jnp.reshape(K, (x.shape[0], 1))
+
+
+def _noise_amplitude(dt: float, K: Array) -> Array:
+    """sqrt(2 Δt K), differentiated as 0 where K = 0. K ≥ 0 is smallest there, so a differentiable K has
+    K' = 0 at such a point, and the chain rule's K' / (2 sqrt K) would be 0 · ∞ = NaN (a K clipped to zero
+    outside an interval gave NaN gradients for every particle outside it); 0 is the derivative where K
+    vanishes on a neighbourhood and a subgradient at an isolated zero (sqrt(x²) = |x|)."""
+    positive = K > 0
+    return jnp.where(positive, jnp.sqrt(2.0 * dt * jnp.where(positive, K, 1.0)), 0.0).astype(K.dtype)
 
 
 def layer_noise(key: PRNGKeyArray, l: ArrayLike, n: int, d: int, dtype, out_sharding=None) -> Array:
@@ -164,7 +179,7 @@ class NeuralEulerStep(AbstractAdjointStep):
         return z
 
     def _noise(self, x: Array, consts: tuple, xi: Array) -> Array:
-        return jnp.sqrt(2.0 * self.dt * _diffusion_at(self.diffusion, consts, x.T).T) * xi
+        return _noise_amplitude(self.dt, _diffusion_at(self.diffusion, consts, x.T).T) * xi
 
     def forward(self, x: Array, xs_l: PyTree, shared: PyTree) -> tuple[Array, PyTree]:
         W_l, b_l, l = xs_l[:3]
@@ -216,10 +231,11 @@ def _appended_particles(n: int, field: AbstractField, diffusion: Callable | None
     one to an odd number of independent particles of a :class:`NeuralField` on CPU
     (:func:`~meanfield_jax.dispatch.odd_count_on_cpu`; d = 1, L = 100, float32: n = 100001 took 8x the
     time of n = 100000 or 100002, measured). A copy keeps every value the run computes as finite as the
-    particles' own. Not with a feedback mean (the extra particle would move it); with noise only where its
-    rows are prefix-stable (:func:`_noise_rows_extend`)."""
+    particles' own. Not with a feedback mean (the extra particle would move it); with noise only for a
+    constant K (a callable K sees the particles the user passed, n of them) and where its rows are
+    prefix-stable (:func:`_noise_rows_extend`)."""
     independent = type(field) is NeuralField and field.feedback is None
-    noise_kept = diffusion is None or _noise_rows_extend(key)
+    noise_kept = diffusion is None or (diffusion is _constant_diffusion and _noise_rows_extend(key))
     return int(independent and noise_kept and odd_count_on_cpu(n))
 
 
@@ -269,7 +285,7 @@ def _field_flow(field: AbstractField, x0, diffusion, consts, key, adjoint):
         if diffusion is None:
             return x_next
         xi = layer_noise(key, l, x.shape[0], x.shape[1], x.dtype, explicit_spec(x))
-        return x_next + jnp.sqrt(2.0 * field.dt * _diffusion_at(diffusion, consts, x)) * xi
+        return x_next + _noise_amplitude(field.dt, _diffusion_at(diffusion, consts, x)) * xi
 
     adjoint = "checkpointed" if adjoint == "discrete" else adjoint
     flow = functools.partial(checkpointed_scan, layer, adjoint=adjoint)
@@ -345,6 +361,8 @@ def resnet_forward(
     if x0.ndim != 2 or x0.shape[1] != field.d:
         raise ValueError(f"x0 must have shape (n, d) with d = {field.d} (the field's dimension), "
                          f"got shape {tuple(x0.shape)}")
+    if not jnp.issubdtype(x0.dtype, jnp.number) or jnp.issubdtype(x0.dtype, jnp.complexfloating):
+        raise TypeError(f"x0 must be real-valued, got dtype {x0.dtype}")
     if isinstance(field, NeuralField):
         x0 = x0.astype(jnp.result_type(x0.dtype, field.W.dtype))
     elif not jnp.issubdtype(x0.dtype, jnp.floating):
@@ -352,8 +370,7 @@ def resnet_forward(
     _check_diffusion(diffusion, key)
     L = field.num_layers
     if save_every is not None:
-        if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
-            raise ValueError(f"save_every must be a positive integer, got save_every={save_every!r}")
+        save_every = whole_number(save_every, "save_every")
         if L % save_every:
             raise ValueError(
                 f"save_every={save_every} must divide the number of layers L={L} so that x_L is saved"

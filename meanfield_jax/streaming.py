@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike
 
+from .arguments import whole_number
 from .atomic import atomic_write
 from .field import AbstractField
 from .fokker_planck import solve_fokker_planck
@@ -79,8 +80,7 @@ def solve_streamed(
     """
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver={solver!r}; allowed values: {', '.join(map(repr, SOLVERS))}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive integer, got chunk={chunk!r}")
+    chunk = whole_number(chunk, "chunk")
     save = resolve_save_times(None, save_at, field.T, t0=float(np.asarray(save_at).ravel()[0]))
     if save.size < 2:
         raise ValueError(f"save_at needs at least two times (a start and an end), got {save.tolist()}")

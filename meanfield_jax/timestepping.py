@@ -59,6 +59,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .adjoint import ADJOINTS, VJPStep, adjoint_scan, check_adjoint, checkpointed_scan
+from .arguments import concrete_scalar
 from .conditional import batch_cond
 from .sharding_types import mesh_typed, typed_as
 
@@ -68,27 +69,30 @@ State = Any
 Step = Callable[..., State]  # step(state, t, dt[, full][, q]): full with self_masking, q with piece_constant
 
 
+def _number(value: Any, name: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:  # None, a string that is not a number, an array of several
+        raise TypeError(f"{name} must be a number, got {value!r}") from exc
+
+
 def resolve_save_times(
     t_final: float | None, save_at: ArrayLike | None, default_final: float, t0: float = 0.0
 ) -> np.ndarray:
-    """The sorted save times: ``save_at`` if given, else [t0, t_final]; t_final defaults to the field's T."""
-    try:
-        t0 = float(t0)
-    except TypeError as exc:
-        raise TypeError(f"t0 must be a number, got {type(t0).__name__}") from exc
+    """The sorted save times: ``save_at`` if given (``t_final`` is then ignored), else [t0, t_final]; t_final
+    defaults to the field's T."""
+    t0 = _number(t0, "t0")
     if not (math.isfinite(t0) and t0 >= 0):
         raise ValueError(f"t0 must be a finite time >= 0, got t0={t0}")
-    if t_final is None:
-        t_final = default_final
-    try:
-        t_final = float(t_final)
-    except TypeError as exc:
-        raise TypeError(f"t_final must be a number, got {type(t_final).__name__}") from exc
-    if not (math.isfinite(t_final) and t_final > t0):
-        raise ValueError(f"t_final must be a finite time > t0={t0:g}, got t_final={t_final}")
     if save_at is None:
+        t_final = _number(default_final if t_final is None else t_final, "t_final")
+        if not (math.isfinite(t_final) and t_final > t0):
+            raise ValueError(f"t_final must be a finite time > t0={t0:g}, got t_final={t_final}")
         return np.array([t0, t_final])
-    save = np.atleast_1d(np.asarray(save_at, dtype=float))
+    try:
+        save = np.atleast_1d(np.asarray(save_at, dtype=float))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"save_at must be a list of times, got {save_at!r}") from exc
     if save.ndim != 1 or save.size == 0:
         raise ValueError(f"save_at must be a non-empty 1-D list of times, got {save_at!r}")
     if not np.all(np.isfinite(save)) or np.any(save < t0):
@@ -98,15 +102,6 @@ def resolve_save_times(
     if save[-1] <= t0:
         raise ValueError(f"save_at must reach past the start t0={t0:g}, got {save.tolist()}")
     return save
-
-
-def concrete_scalar(x) -> float | None:
-    """A scalar's value as a Python float now, or None while it is traced (its value known only inside the
-    compiled program)."""
-    try:
-        return float(x)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        return None
 
 
 # The loop lands on a stop from within 16 ulp of it (``snap_tol`` in integrate); the count forgives half of

@@ -197,3 +197,41 @@ def test_a_batched_predicate_under_an_outer_vmap_stays_a_conditional():
                             in_axes=(0, None)))
     expected = [[jnp.sin(x) if p else -x for p in row] for row in mixed.tolist()]
     np.testing.assert_array_equal(safe(mixed, x), np.asarray(expected))
+
+
+def test_an_output_a_scan_carries_from_a_batched_input_is_batched():
+    """A scan in a branch whose carry reaches a batched operand only after a step (c ← (a, d) in one step,
+    a ← c in the next): the scan's second output is batched, as JAX's own batching of the scan makes it,
+    and each member gets lax.cond's value."""
+    x, ds = jnp.arange(3.0), jnp.arange(12.0).reshape(4, 3)
+
+    def carried(a, d):
+        def step(carry, _):
+            a, c = carry
+            return (c, a + d), None
+
+        return jax.lax.scan(step, (a, a), None, length=2)[0]
+
+    branches = (carried, lambda a, d: (a, a))
+    run = jax.jit(jax.vmap(lambda p, d: batch_cond(p, *branches, x, d), in_axes=(None, 0)))
+    for p in (True, False):
+        got = run(jnp.asarray(p), ds)
+        expected = [jax.lax.cond(p, *branches, x, d) for d in ds]
+        for k in range(2):
+            np.testing.assert_array_equal(got[k], np.stack([e[k] for e in expected]))
+
+
+def test_a_2d_fokker_planck_solve_of_several_layers_under_vmap_over_fields():
+    """Two 2-D fields of two layers, saved at 0.25 and 1 (the save intervals hold different numbers of layer
+    pieces): vmap gives each field's own solution (it failed to trace before)."""
+    grid = mfj.Grid2D((-3.0, 3.0, 12), (-3.0, 3.0, 12))
+    f0 = grid.project(lambda x, y: jnp.exp(-(x**2) - y**2))
+    Ws = jnp.asarray([-1.0, -2.0])[:, None, None, None] * jnp.ones((2, 2, 2, 2)) * jnp.eye(2)[None, None]
+
+    def solve(W):
+        field = mfj.NeuralField(W, jnp.zeros((2, 2)), activation="tanh")
+        return mfj.solve_fokker_planck(field, f0, grid, 0.3, save_at=[0.25, 1.0], max_steps=100).f
+
+    batched = jax.vmap(solve)(Ws)
+    for k in range(2):
+        np.testing.assert_allclose(batched[k], solve(Ws[k]), rtol=1e-12, atol=1e-15)

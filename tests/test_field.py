@@ -115,3 +115,21 @@ def test_velocity_on_mesh_is_the_velocity_at_the_mesh_points(activation):
     np.testing.assert_allclose(
         one_d.layer_velocity_on_mesh(0, (x,), 0), one_d.layer_velocity(0, x[:, None])[:, 0], rtol=1e-15
     )
+
+
+def test_non_finite_weights_no_layers_and_numpy_integer_counts():
+    """A concrete W or b with NaN / inf is refused when the field is made (a traced one is not read), so is
+    a field without layers; a NumPy integer is a valid layer count."""
+    two_nans = jnp.asarray([[1.0, np.nan]] * 2)
+    cases = ((np.nan, 0.0, "W", 1), (1.0, np.inf, "b", 1), (two_nans, jnp.zeros(2), "W", 2))
+    for W, b, name, count in cases:
+        with pytest.raises(ValueError, match=f"{name} must be finite, got {count} NaN or inf values"):
+            mfj.NeuralField(W, b)
+    traced = jax.jit(lambda W: mfj.NeuralField(W, 0.0).W.sum())(jnp.asarray(np.nan))  # a tracer is not read
+    assert np.isnan(traced)
+    with pytest.raises(ValueError, match="at least one layer"):
+        mfj.NeuralField(jnp.zeros((0, 2, 2)), jnp.zeros((0, 2)))
+    field = mfj.NeuralField.constant(-1.0, 0.0, num_layers=np.int64(4))
+    assert field.num_layers == 4
+    with pytest.raises(ValueError, match="num_layers must be a positive integer"):
+        mfj.NeuralField.constant(-1.0, 0.0, num_layers=np.int64(0))

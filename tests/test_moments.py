@@ -146,3 +146,27 @@ def test_grid_project_is_exact_on_polynomials_and_from_samples_is_normalised():
         mfj.Grid1D(0.0, 1.0, 1)
     with pytest.raises(ValueError, match="finite"):
         mfj.Grid2D((0.0, np.inf, 4), (0.0, 1.0, 4))
+
+
+def test_moment_ode_is_differentiable_in_the_diffusion_and_checks_a_concrete_one():
+    """V(t) = V∞ + (V(0) − V∞) e^{2wt} with V∞ = −K/w, so ∂V/∂K = (e^{2wt} − 1)/w exactly; traced K under
+    jax.grad and jax.jit; a negative or NaN K is refused."""
+    w, t, m_init = -0.7, 0.9, jnp.asarray([1.0, 0.3, 0.5])
+
+    def variance(K):
+        m = mfj.moment_ode(w, 0.2, m_init, jnp.asarray([t]), diffusion=K)[-1]
+        return m[2] / m[0] - (m[1] / m[0]) ** 2
+
+    for K in (0.0, 0.4):
+        np.testing.assert_allclose(jax.grad(variance)(K), np.expm1(2 * w * t) / w, rtol=1e-13)
+        np.testing.assert_allclose(jax.jit(variance)(K), variance(K), rtol=1e-14)
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="diffusion must be a finite number >= 0"):
+            variance(bad)
+
+
+def test_particle_moments_of_integer_data_do_not_overflow_and_need_a_particle():
+    got = mfj.particle_moments(jnp.asarray([80, 90], dtype=jnp.int32), order=5)
+    np.testing.assert_allclose(got, [(80**k + 90**k) / 2 for k in range(6)], rtol=1e-15)
+    with pytest.raises(ValueError, match="n >= 1"):
+        mfj.particle_moments(jnp.zeros((0,)))

@@ -185,3 +185,48 @@ def test_bad_inputs_name_the_argument(kwargs, exc, match):
         mfj.resnet_forward(field, **kwargs)
     with pytest.raises(TypeError, match="field must be a NeuralField"):
         mfj.resnet_forward("field", np.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("adjoint", ["checkpointed", "direct", "discrete"])
+def test_gradient_is_finite_where_a_callable_diffusion_vanishes(adjoint):
+    """K(x) = max(x, 0)/2 is zero at the particles left of 0: sqrt(2 Δt K) has derivative 0 there (K is
+    zero around them), so the gradient is finite and matches central finite differences."""
+    x0 = jnp.asarray([[-1.0], [0.5], [2.0], [3.0], [-0.5]])
+
+    def loss(W):
+        field = mfj.NeuralField(W, jnp.zeros((4, 1)), activation="tanh")
+        x = mfj.resnet_forward(field, x0, diffusion=lambda x: 0.5 * jnp.maximum(x, 0.0),
+                               key=jax.random.key(0), adjoint=adjoint)
+        return jnp.sum(x**2)
+
+    W = -jnp.ones((4, 1, 1))
+    grad = jax.grad(loss)(W)
+    assert np.all(np.isfinite(grad))
+    h = 1e-6
+    for l in range(4):
+        e = jnp.zeros_like(W).at[l, 0, 0].set(h)
+        np.testing.assert_allclose(grad[l, 0, 0], (loss(W + e) - loss(W - e)) / (2 * h), rtol=1e-6)
+
+
+def test_a_callable_diffusion_sees_the_particles_passed_and_a_wrong_shape_is_named():
+    """K is called on the n particles the user passed (an odd n too, where the CPU kernel would pad one),
+    and a K of a shape that fits none of (), (n,), (n, 1), (n, d) is refused with its shape."""
+    field = mfj.NeuralField(-jnp.ones((2, 1, 1)), jnp.zeros((2, 1)))
+    seen = []
+
+    def K(x):
+        seen.append(x.shape)
+        return 0.1 * jnp.ones(x.shape[0])
+
+    x = mfj.resnet_forward(field, jnp.zeros((5, 1)), diffusion=K, key=jax.random.key(1))
+    assert x.shape == (5, 1) and seen and all(shape == (5, 1) for shape in seen)
+    field3 = mfj.NeuralField(-jnp.eye(3), jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"diffusion K\(x\).*got shape \(4, 2\)"):
+        mfj.resnet_forward(field3, jnp.zeros((4, 3)), diffusion=lambda y: y[:, :2] ** 2,
+                           key=jax.random.key(1))
+
+
+def test_complex_particles_are_refused():
+    field = mfj.NeuralField(-jnp.eye(2), jnp.zeros(2))
+    with pytest.raises(TypeError, match="x0 must be real-valued"):
+        mfj.resnet_forward(field, jnp.ones((3, 2)) * (1 + 1j))

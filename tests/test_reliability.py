@@ -313,3 +313,27 @@ def test_fokker_planck_under_jit_with_a_diffusion_closing_over_a_traced_value():
     np.testing.assert_allclose(jax.jit(final)(0.3), final(0.3), rtol=0, atol=1e-13)
     batched = jax.vmap(final)(jnp.array([0.2, 0.3]))
     np.testing.assert_allclose(batched[1], final(0.3), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("solver", ["vlasov", "fokker_planck"])
+def test_a_solve_continued_past_the_fields_final_time_and_arguments_named_in_errors(solver):
+    """With save_at given t_final is not needed, so a solve may start at or after the field's T (where the
+    last layer goes on); f0 = None and a t0 that is not a number are refused naming them."""
+    grid = mfj.Grid1D(-4.0, 4.0, 64)
+    f0 = grid.project(lambda x: jnp.exp(-(x**2)))
+    field = mfj.NeuralField(-1.0, 0.0, T=1.0)
+
+    def solve(f, **kwargs):
+        if solver == "vlasov":
+            return mfj.solve_vlasov(field, f, grid, **kwargs)
+        return mfj.solve_fokker_planck(field, f, grid, 0.5, **kwargs)
+
+    sol = solve(f0, save_at=[1.0, 2.0], t0=1.0)
+    np.testing.assert_allclose(sol.ts, [1.0, 2.0])
+    np.testing.assert_allclose(sol.total_mass(), grid.integrate(f0), rtol=1e-12)
+    with pytest.raises(TypeError, match="f0 must be"):
+        solve(None)
+    with pytest.raises(TypeError, match="t0 must be a number"):
+        solve(f0, t0="a")
+    with pytest.raises(TypeError, match="save_at must be a list of times"):
+        solve(f0, save_at="abc")

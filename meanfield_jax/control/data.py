@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
+from ..arguments import whole_number
+
 __all__ = ["bimodal_data"]
 
 
@@ -23,8 +25,7 @@ def bimodal_data(
     labels: tuple[float, float] = (-2.0, 2.0),
 ) -> tuple[Array, Array]:
     """Inputs x and labels y, both of shape (2 n_per_mode, 1): the left cluster first, then the right one."""
-    if isinstance(n_per_mode, bool) or not isinstance(n_per_mode, int) or n_per_mode < 1:
-        raise ValueError(f"n_per_mode must be a positive integer, got n_per_mode={n_per_mode!r}")
+    n_per_mode = whole_number(n_per_mode, "n_per_mode")
     radius = float(radius)
     if not radius > 0:
         raise ValueError(f"radius must be > 0, got radius={radius}")
