@@ -146,17 +146,23 @@ def test_a_shared_predicate_keeps_unbatched_outputs_unbatched():
         np.testing.assert_array_equal(per_member, np.stack([e[1] for e in expected]))
 
 
-def test_an_output_one_branch_batches_is_batched():
-    """The first output depends on the batched operand in the false branch only: it is batched for both
-    predicate values, each member's lax.cond."""
-    x, ds = jnp.arange(3.0), jnp.arange(12.0).reshape(4, 3)
-    branches = (lambda a, b: (a * 2.0, b * a), lambda a, b: (a + b, b - a))
+def _assert_each_members_cond(branches, x, ds):
+    """batch_cond of two-output branches on (x, d), vmapped over ds with the predicate shared: each
+    member's lax.cond, for both predicate values."""
     run = jax.jit(jax.vmap(lambda p, d: batch_cond(p, *branches, x, d), in_axes=(None, 0)))
     for p in (True, False):
         got = run(jnp.asarray(p), ds)
         expected = [jax.lax.cond(p, *branches, x, d) for d in ds]
         for k in range(2):
             np.testing.assert_array_equal(got[k], np.stack([e[k] for e in expected]))
+
+
+def test_an_output_one_branch_batches_is_batched():
+    """The first output depends on the batched operand in the false branch only: it is batched for both
+    predicate values, each member's lax.cond."""
+    x, ds = jnp.arange(3.0), jnp.arange(12.0).reshape(4, 3)
+    branches = (lambda a, b: (a * 2.0, b * a), lambda a, b: (a + b, b - a))
+    _assert_each_members_cond(branches, x, ds)
 
 
 def test_a_shared_predicate_under_an_outer_vmap_stays_a_conditional():
@@ -201,8 +207,8 @@ def test_a_batched_predicate_under_an_outer_vmap_stays_a_conditional():
 
 def test_an_output_a_scan_carries_from_a_batched_input_is_batched():
     """A scan in a branch whose carry reaches a batched operand only after a step (c ← (a, d) in one step,
-    a ← c in the next): the scan's second output is batched, as JAX's own batching of the scan makes it,
-    and each member gets lax.cond's value."""
+    a ← c in the next): the scan's first output is batched, as JAX's own batching of the scan makes it
+    (one pass through the body missed it), and each member gets lax.cond's value."""
     x, ds = jnp.arange(3.0), jnp.arange(12.0).reshape(4, 3)
 
     def carried(a, d):
@@ -213,12 +219,7 @@ def test_an_output_a_scan_carries_from_a_batched_input_is_batched():
         return jax.lax.scan(step, (a, a), None, length=2)[0]
 
     branches = (carried, lambda a, d: (a, a))
-    run = jax.jit(jax.vmap(lambda p, d: batch_cond(p, *branches, x, d), in_axes=(None, 0)))
-    for p in (True, False):
-        got = run(jnp.asarray(p), ds)
-        expected = [jax.lax.cond(p, *branches, x, d) for d in ds]
-        for k in range(2):
-            np.testing.assert_array_equal(got[k], np.stack([e[k] for e in expected]))
+    _assert_each_members_cond(branches, x, ds)
 
 
 def test_a_2d_fokker_planck_solve_of_several_layers_under_vmap_over_fields():
