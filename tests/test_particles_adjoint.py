@@ -286,10 +286,12 @@ def test_an_odd_particle_count_runs_with_one_appended_particle_that_changes_noth
     key = jax.random.PRNGKey(7)
     assert particles._appended_particles(n, field, None, None) == 1
     assert particles._appended_particles(n + 1, field, None, None) == 0
-    assert particles._appended_particles(n, field, constant_diffusion, key) == 1
-    assert particles._appended_particles(n, field, constant_diffusion, jax.random.key(7, impl="rbg")) == 0
+    constant = particles._constant_diffusion  # a number K; a callable K sees the n particles passed
+    assert particles._appended_particles(n, field, constant, key) == 1
+    assert particles._appended_particles(n, field, constant_diffusion, key) == 0
+    assert particles._appended_particles(n, field, constant, jax.random.key(7, impl="rbg")) == 0
     with jax.threefry_partitionable(False):  # the rows of a draw then depend on its shape
-        assert particles._appended_particles(n, field, constant_diffusion, key) == 0
+        assert particles._appended_particles(n, field, constant, key) == 0
     coupled = mfj.NeuralField(W, b, activation="tanh", T=T, feedback=0.5)
     assert particles._appended_particles(n, coupled, None, None) == 0  # the mean would include the extra one
 
