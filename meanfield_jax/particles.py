@@ -22,8 +22,8 @@ along the particles, and one elementwise pass; for d = 1 the product is a scalar
 layer a single fused loop. The noise of layer l is ``normal(fold_in(key, l), (n, d))`` whatever the
 layout, so every path draws the same samples. On CPU an odd number of independent particles runs with a
 copy of the last one appended and dropped from the output (:func:`_appended_particles`; with noise of a
-constant K, its samples are the next row of the same draw): XLA's CPU kernels over an odd count of values are neither
-split across threads nor vectorised.
+constant K, its samples are the next row of the same draw): XLA's CPU kernels over an odd count of values
+are neither split across threads nor vectorised.
 
 Gradients (``adjoint=``, see :mod:`meanfield_jax.adjoint`); all three give the same numbers:
 
