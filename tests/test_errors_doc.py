@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -75,10 +76,15 @@ CASES = [
     ("NeuralField", "b of the wrong length", lambda: mfj.NeuralField(np.ones((2, 2)), np.zeros(3)), ValueError),
     ("NeuralField", "unknown activation", lambda: mfj.NeuralField(1.0, 0.0, activation="softplus"), ValueError),
     ("NeuralField", "T <= 0", lambda: mfj.NeuralField(1.0, 0.0, T=0.0), ValueError),
+    ("NeuralField", "NaN in W", lambda: mfj.NeuralField(np.nan, 0.0), ValueError),
+    ("NeuralField", "no layers", lambda: mfj.NeuralField(np.zeros((0, 1, 1)), np.zeros((0, 1))), ValueError),
     ("resnet_forward", "x0 of the wrong dimension", lambda: mfj.resnet_forward(FIELD, np.zeros((3, 2))),
      ValueError),
     ("resnet_forward", "diffusion without a key", lambda: mfj.resnet_forward(FIELD, np.zeros((3, 1)),
                                                                              diffusion=1.0), ValueError),
+    ("resnet_forward", "K(x) of a shape that fits no particle layout",
+     lambda: mfj.resnet_forward(FIELD, np.zeros((3, 1)), diffusion=lambda x: jnp.ones(2), key=jax.random.key(0)),
+     ValueError),
     ("Grid1D", "lo >= hi", lambda: mfj.Grid1D(1.0, 0.0, 10), ValueError),
     ("Grid1D", "fewer than 2 cells", lambda: mfj.Grid1D(0.0, 1.0, 1), ValueError),
     ("solve_vlasov", "f0 of the wrong shape", lambda: mfj.solve_vlasov(FIELD, jnp.ones(9), GRID), ValueError),
@@ -89,6 +95,11 @@ CASES = [
      ValueError),
     ("solve_fokker_planck", "negative diffusion",
      lambda: mfj.solve_fokker_planck(FIELD, jnp.ones(8), GRID, diffusion=-1.0), ValueError),
+    ("solve_fokker_planck", "t0 not a number",
+     lambda: mfj.solve_fokker_planck(FIELD, jnp.ones(8), GRID, diffusion=1.0, t0="a"), TypeError),
+    ("moment_ode", "NaN diffusion",
+     lambda: mfj.moment_ode(-1.0, 0.0, jnp.asarray([1.0, 0.0, 1.0]), jnp.asarray([1.0]), diffusion=np.nan),
+     ValueError),
     ("steady_state", "singular W", lambda: mfj.steady_state(mfj.NeuralField(0.0, 1.0)), ValueError),
     ("fit", "negative steps", lambda: mfj.fit(jnp.ones(2), jnp.sum, steps=-1, progress=False), ValueError),
     ("keep_freed_memory", "threshold below 128 KiB", lambda: mfj.keep_freed_memory(4096), ValueError),
