@@ -6,8 +6,9 @@ import numbers
 from typing import Any
 
 import jax
+import numpy as np
 
-__all__ = ["concrete_scalar", "whole_number"]
+__all__ = ["concrete_scalar", "finite_values", "number", "whole_number"]
 
 
 def concrete_scalar(x: Any) -> float | None:
@@ -19,10 +20,31 @@ def concrete_scalar(x: Any) -> float | None:
         return None
 
 
+def number(value: Any, name: str) -> float:
+    """``value`` as a Python float, or a TypeError naming it (None, a string that is not a number, an array
+    of several values)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
+
+
+def finite_values(x: Any, name: str) -> np.ndarray | None:
+    """A concrete array's values on the host, once checked finite (a ValueError naming it and counting the
+    NaN and inf values otherwise); None for a traced array, whose values are not known yet."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    values = np.asarray(x)
+    bad = int(np.sum(~np.isfinite(values)))
+    if bad:
+        raise ValueError(f"{name} must be finite, got {bad} non-finite values (NaN or inf)")
+    return values
+
+
 def whole_number(value: Any, name: str, minimum: int = 1) -> int:
     """``value`` as an int if it is an integer >= ``minimum`` (a NumPy integer too, not a bool), else a
     ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
         raise ValueError(f"{name} must be {kind}, got {name}={value!r}")
     return int(value)

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from .arguments import whole_number
+
 __all__ = [
     "asymptotic_energy_bias",
     "desired_energy_weight",
@@ -91,12 +93,6 @@ def _finite(value, name: str) -> None:
     _require(value, name, lambda a: True, "finite")
 
 
-def _num_layers(num_layers) -> int:
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int | np.integer) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive integer, got num_layers={num_layers!r}")
-    return int(num_layers)
-
-
 # ---- affine flow maps --------------------------------------------------------------------------------
 def line_map(w: ArrayLike, b: ArrayLike, T: float, num_layers: int | None = None) -> tuple[Array, Array]:
     """(slope α, intercept β) of the map x(0) ↦ x(T) for the velocity w x + b.
@@ -113,7 +109,7 @@ def line_map(w: ArrayLike, b: ArrayLike, T: float, num_layers: int | None = None
     b = jnp.asarray(b, w.dtype)
     if num_layers is None:
         return jnp.exp(w * T), b * T * phi1(w * T)
-    L = _num_layers(num_layers)
+    L = whole_number(num_layers, "num_layers")
     dt = T / L
     u = dt * w  # r − 1
     r = 1.0 + u
@@ -150,7 +146,7 @@ def line_map_parameters_discrete(
     _positive(a, "a")
     _finite(c, "c")
     _positive(T, "T")
-    L = _num_layers(num_layers)
+    L = whole_number(num_layers, "num_layers")
     ell = jnp.log(jnp.asarray(a, jnp.result_type(a, float)))
     c = jnp.asarray(c, ell.dtype)
     w = jnp.expm1(ell / L) * (L / T)

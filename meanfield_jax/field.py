@@ -21,13 +21,11 @@ import math
 from collections.abc import Sequence
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .activations import Activation, get_activation
-from .arguments import whole_number
+from .arguments import finite_values, whole_number
 
 __all__ = ["AbstractField", "NeuralField"]
 
@@ -41,10 +39,7 @@ def _as_float_array(value: ArrayLike, name: str) -> Array:
         raise TypeError(f"{name} must be real-valued, got dtype {arr.dtype}")
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         arr = arr.astype(jnp.result_type(float))
-    if not isinstance(arr, jax.core.Tracer):  # a concrete array is checked now; a traced one cannot be
-        bad = int(np.sum(~np.isfinite(np.asarray(arr))))
-        if bad:
-            raise ValueError(f"{name} must be finite, got {bad} NaN or inf values")
+    finite_values(arr, name)  # a concrete array is checked now; a traced one cannot be
     return arr
 
 

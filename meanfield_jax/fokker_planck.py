@@ -60,7 +60,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .adjoint import KINETIC_ADJOINTS, forward_sensitivities, loop_adjoint
-from .arguments import concrete_scalar
+from .arguments import concrete_scalar, number
 from .block_tridiagonal import block_tridiagonal_solve
 from .chang_cooper import (
     apply_fitted_operator,
@@ -741,10 +741,7 @@ def _runs_by_pieces(
 
 # ---- validation --------------------------------------------------------------------------------------------
 def _check_number(name: str, value: Any, lo: float, hi: float, lo_open: bool, allowed: str) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
+    x = number(value, name)
     if not (math.isfinite(x) and (x > lo if lo_open else x >= lo) and x <= hi):
         raise ValueError(f"{name} must lie in {allowed}, got {name}={value!r}")
     return x

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .arguments import whole_number
+from .arguments import finite_values, whole_number
 from .conditional import batch_cond
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
@@ -125,11 +125,8 @@ def validate_density(f0: ArrayLike, grid: Grid1D | Grid2D, name: str = "f0") -> 
         raise ValueError(f"{name} has shape {tuple(f.shape)} but the grid has shape {tuple(grid.shape)}")
     if not jnp.issubdtype(f.dtype, jnp.floating):
         f = f.astype(jnp.result_type(float))
-    if not is_traced(f):
-        values = np.asarray(f)
-        if not np.all(np.isfinite(values)):
-            bad = int(np.sum(~np.isfinite(values)))
-            raise ValueError(f"{name} must be finite, got {bad} non-finite values (NaN or inf)")
+    values = finite_values(f, name)
+    if values is not None:
         if np.any(values < 0):
             raise ValueError(f"{name} must be a non-negative density, got min({name})={values.min():.6g}")
     return f

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from .arguments import whole_number
 from .dispatch import jit
 from .grid import Grid1D
 
@@ -278,12 +279,6 @@ def mmd(x: ArrayLike, y: ArrayLike, bandwidth: float) -> Array:
     return _mmd_kernel(x, y, jnp.asarray(bandwidth, x.dtype))
 
 
-def _check_count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
-    return int(value)
-
-
 def _empirical_wasserstein_pp(xs: Array, ys: Array, p: float) -> Array:
     """W_p^p between the 1-D empirical measures of the sorted columns xs (n, k) and ys (m, k), exact.
 
@@ -319,7 +314,7 @@ def sliced_wasserstein(
     is |v|²/d.
     """
     x, y = _clouds(x, y)
-    num_projections = _check_count(num_projections, "num_projections")
+    num_projections = whole_number(num_projections, "num_projections")
     if isinstance(p, bool) or not isinstance(p, int | float) or not (math.isfinite(p) and p >= 1):
         raise ValueError(f"p must be a number >= 1, got p={p!r}")
     if key is None:
@@ -347,7 +342,7 @@ def sinkhorn_divergence(
     x, y = _clouds(x, y)
     _check_positive(epsilon, "epsilon")
     _check_positive(threshold, "threshold")
-    max_iterations = _check_count(max_iterations, "max_iterations")
+    max_iterations = whole_number(max_iterations, "max_iterations")
     with jax.numpy_rank_promotion("allow"):  # ott-jax relies on implicit rank promotion
         divergence, _ = ott_divergence.sinkhorn_divergence(
             pointcloud.PointCloud,

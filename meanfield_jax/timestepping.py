@@ -59,7 +59,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .adjoint import ADJOINTS, VJPStep, adjoint_scan, check_adjoint, checkpointed_scan
-from .arguments import concrete_scalar
+from .arguments import concrete_scalar, number
 from .conditional import batch_cond
 from .sharding_types import mesh_typed, typed_as
 
@@ -69,23 +69,16 @@ State = Any
 Step = Callable[..., State]  # step(state, t, dt[, full][, q]): full with self_masking, q with piece_constant
 
 
-def _number(value: Any, name: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:  # None, a string that is not a number, an array of several
-        raise TypeError(f"{name} must be a number, got {value!r}") from exc
-
-
 def resolve_save_times(
     t_final: float | None, save_at: ArrayLike | None, default_final: float, t0: float = 0.0
 ) -> np.ndarray:
     """The sorted save times: ``save_at`` if given (``t_final`` is then ignored), else [t0, t_final]; t_final
     defaults to the field's T."""
-    t0 = _number(t0, "t0")
+    t0 = number(t0, "t0")
     if not (math.isfinite(t0) and t0 >= 0):
         raise ValueError(f"t0 must be a finite time >= 0, got t0={t0}")
     if save_at is None:
-        t_final = _number(default_final if t_final is None else t_final, "t_final")
+        t_final = number(default_final if t_final is None else t_final, "t_final")
         if not (math.isfinite(t_final) and t_final > t0):
             raise ValueError(f"t_final must be a finite time > t0={t0:g}, got t_final={t_final}")
         return np.array([t0, t_final])

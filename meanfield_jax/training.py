@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .arguments import whole_number
 from .atomic import atomic_write, termination_deferred
 from .dispatch import filter_jit
 
@@ -219,13 +220,6 @@ class _Progress:
 
 
 # ---- the loop ----------------------------------------------------------------------------------------
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        kind = "a non-negative" if minimum == 0 else "a positive"
-        raise ValueError(f"{name} must be {kind} integer, got {name}={value!r}")
-    return int(value)
-
-
 def _check_bool(value, name: str) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be True or False, got {name}={value!r}")
@@ -274,13 +268,13 @@ def fit(
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable (params -> scalar), got {type(loss_fn).__name__}")
-    steps = _check_int(steps, "steps", 0)
+    steps = whole_number(steps, "steps", minimum=0)
     progress = _check_bool(progress, "progress")
     resume = _check_bool(resume, "resume")
     if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
         raise TypeError(f"checkpoint must be a file path or None, got {type(checkpoint).__name__}")
     if checkpoint_every is not None:
-        checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", 1)
+        checkpoint_every = whole_number(checkpoint_every, "checkpoint_every")
         if checkpoint is None:
             raise ValueError(f"checkpoint_every={checkpoint_every} needs a checkpoint path")
     if resume and checkpoint is None:

@@ -44,6 +44,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .adjoint import KINETIC_ADJOINTS, forward_sensitivities, loop_adjoint, materialised_vjp
+from .arguments import number
 from .conditional import batch_cond
 from .dispatch import jit_arrays
 from .field import AbstractField
@@ -362,10 +363,7 @@ _compiled_time_step = jit_arrays(cfl_time_step, static_argnames=("boundary", "cf
 
 
 def _check_cfl(cfl, scheme: str) -> float:
-    try:
-        cfl = float(cfl)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"cfl must be a number, got {type(cfl).__name__}") from exc
+    cfl = number(cfl, "cfl")
     limit = CFL_LIMITS[scheme]
     if not (np.isfinite(cfl) and 0 < cfl <= limit):
         raise ValueError(

@@ -123,7 +123,8 @@ def test_non_finite_weights_no_layers_and_numpy_integer_counts():
     two_nans = jnp.asarray([[1.0, np.nan]] * 2)
     cases = ((np.nan, 0.0, "W", 1), (1.0, np.inf, "b", 1), (two_nans, jnp.zeros(2), "W", 2))
     for W, b, name, count in cases:
-        with pytest.raises(ValueError, match=f"{name} must be finite, got {count} NaN or inf values"):
+        message = f"{name} must be finite, got {count} non-finite values \\(NaN or inf\\)"
+        with pytest.raises(ValueError, match=message):
             mfj.NeuralField(W, b)
     traced = jax.jit(lambda W: mfj.NeuralField(W, 0.0).W.sum())(jnp.asarray(np.nan))  # a tracer is not read
     assert np.isnan(traced)

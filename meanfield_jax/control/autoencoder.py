@@ -30,9 +30,10 @@ import optax
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from ..activations import Activation, get_activation
+from ..arguments import whole_number
 from ..field import AbstractField
 from ..training import fit
-from .pmp import _check_positive_int, _check_problem, cost, solve_pmp
+from .pmp import _check_problem, cost, solve_pmp
 
 __all__ = ["AutoencODE", "AutoencoderResult", "train_autoencoder"]
 
@@ -80,7 +81,7 @@ class AutoencODE(AbstractField):
         feedback: float | None = None,
     ):
         self.widths = _check_widths(widths)
-        self.layers_per_stage = _check_positive_int(layers_per_stage, "layers_per_stage")
+        self.layers_per_stage = whole_number(layers_per_stage, "layers_per_stage")
         get_activation(activation)
         T = float(T)
         if not (math.isfinite(T) and T > 0):
@@ -179,7 +180,7 @@ def train_autoencoder(
     if not isinstance(model, AutoencODE):
         raise TypeError(f"model must be an AutoencODE, got {type(model).__name__}")
     x, _, reg = _check_problem(model, x, x, reg)
-    steps = _check_positive_int(steps, "steps")
+    steps = whole_number(steps, "steps")
     if method == "pmp":
         if optimizer is not None:
             raise ValueError("optimizer is used by method='gradient' only; method='pmp' takes PMP options")

@@ -43,6 +43,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PyTree
 
+from ..arguments import number, whole_number
 from ..dispatch import filter_jit
 from ..field import AbstractField
 from ..grid import Grid2D
@@ -198,29 +199,17 @@ def _check_problem(
     y = _as_points(y, "y", field.d, dtype)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got x {tuple(x.shape)} and y {tuple(y.shape)}")
-    try:
-        reg = float(reg)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"reg must be a number, got {type(reg).__name__}") from exc
+    reg = number(reg, "reg")
     if not (math.isfinite(reg) and reg >= 0):
         raise ValueError(f"reg must be a finite number >= 0, got reg={reg}")
     return x, y, reg
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
-    return int(value)
-
-
 def _check_positive_number(value, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {name}={number}")
-    return number
+    x = number(value, name)
+    if not (math.isfinite(x) and x > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {name}={x}")
+    return x
 
 
 def _costate_rule(
@@ -244,7 +233,7 @@ def _costate_rule(
         raise ValueError(f"cfl must be in (0, 1] for the upwind scheme, got cfl={cfl}")
     if max_substeps is None:
         max_substeps = substep_bound(field, grid, cfl)
-    return KineticCostate(grid, cfl, _check_positive_int(max_substeps, "max_substeps"))
+    return KineticCostate(grid, cfl, whole_number(max_substeps, "max_substeps"))
 
 
 def costate(
@@ -407,8 +396,8 @@ def solve_pmp(
         a :class:`PMPResult`.
     """
     x, y, reg = _check_problem(field, x, y, reg)
-    iterations = _check_positive_int(iterations, "iterations")
-    max_backtracks = _check_positive_int(max_backtracks, "max_backtracks")
+    iterations = whole_number(iterations, "iterations")
+    max_backtracks = whole_number(max_backtracks, "max_backtracks")
     step_size = _check_positive_number(step_size, "step_size")
     growth = _check_positive_number(growth, "growth")
     if growth < 1:
