@@ -125,10 +125,9 @@ def validate_density(f0: ArrayLike, grid: Grid1D | Grid2D, name: str = "f0") -> 
         raise ValueError(f"{name} has shape {tuple(f.shape)} but the grid has shape {tuple(grid.shape)}")
     if not jnp.issubdtype(f.dtype, jnp.floating):
         f = f.astype(jnp.result_type(float))
-    values = finite_values(f, name)
-    if values is not None:
-        if np.any(values < 0):
-            raise ValueError(f"{name} must be a non-negative density, got min({name})={values.min():.6g}")
+    values = finite_values(f, name)  # None while traced
+    if values is not None and np.any(values < 0):
+        raise ValueError(f"{name} must be a non-negative density, got min({name})={values.min():.6g}")
     return f
 
 
