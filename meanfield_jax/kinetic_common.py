@@ -34,7 +34,7 @@ from .arguments import finite_values, whole_number
 from .conditional import batch_cond
 from .field import AbstractField
 from .grid import Grid1D, Grid2D
-from .timestepping import steps_needed
+from .timestepping import landing_times, steps_needed
 
 __all__ = [
     "BOUNDARIES",
@@ -152,7 +152,7 @@ def layer_stops(field: AbstractField) -> np.ndarray:
 def steps_per_save_interval(save_at: np.ndarray, stops: np.ndarray, dt: float, t0: float = 0.0) -> int:
     """Steps of size ≤ dt, landing on every stop and save time, that the longest save interval takes."""
     targets = [s for s in np.ravel(save_at).tolist() if s > t0]
-    return steps_needed(targets, sorted({*np.ravel(stops).tolist(), *targets}), t0, dt)
+    return steps_needed(targets, landing_times(targets, np.ravel(stops).tolist(), t0), t0, dt)
 
 
 def shared_scan_length(steps: int) -> int:

@@ -63,7 +63,10 @@ from .arguments import concrete_scalar, number
 from .conditional import batch_cond
 from .sharding_types import mesh_typed, typed_as
 
-__all__ = ["ADJOINTS", "integrate", "piece_table", "resolve_save_times", "steps_needed", "steps_per_piece"]
+__all__ = [
+    "ADJOINTS", "integrate", "landing_times", "piece_table", "resolve_save_times", "steps_needed",
+    "steps_per_piece",
+]
 
 State = Any
 Step = Callable[..., State]  # step(state, t, dt[, full][, q]): full with self_masking, q with piece_constant
@@ -316,12 +319,26 @@ def integrate(
     return kept, {"num_steps": count, "max_steps": n_inner}
 
 
+def landing_times(targets: list[float], layer_stops: list[float], t0: float) -> list[float]:
+    """Every time a step must land on, sorted: the save times after t0 (``targets``) and the layer boundaries
+    (sorted). A boundary within round-off of a save time or of t0 (8 ulp, as :func:`steps_needed` forgives)
+    is that time: 3 · 0.2 = 0.6000000000000001 against a save time 0.6 would otherwise cost a step of
+    10⁻¹⁶ between the two (and, piece by piece, a piece of its own). The layer of a step is the one at its
+    midpoint, so no step changes its layer by this."""
+    near = set()
+    for x in (t0, *targets):
+        slack = _COUNT_SLACK * abs(x)
+        lo, hi = bisect.bisect_left(layer_stops, x - slack), bisect.bisect_right(layer_stops, x + slack)
+        near.update(layer_stops[lo:hi])
+    return sorted({*layer_stops, *targets} - (near - {*targets}))
+
+
 def _targets_and_stops(
     save_at: np.ndarray, layer_stops: ArrayLike, t0: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The save times after t0, and every time a step must land on (those and the layer boundaries)."""
+    """The save times after t0, and every time a step must land on (:func:`landing_times`) up to the last."""
     targets = save_at[save_at > t0]
-    stops = np.unique(np.concatenate([np.asarray(layer_stops, float), targets]))
+    stops = np.asarray(landing_times(targets.tolist(), np.ravel(layer_stops).astype(float).tolist(), t0))
     return targets, stops[(stops > t0) & (stops <= save_at[-1])]
 
 

@@ -15,7 +15,7 @@ import optax
 import pytest
 
 import meanfield_jax as mfj
-from meanfield_jax.timestepping import integrate, steps_needed
+from meanfield_jax.timestepping import integrate, landing_times, steps_needed
 
 
 def test_time_loop_reports_the_first_non_finite_save_interval():
@@ -78,6 +78,27 @@ def test_step_count_agrees_with_the_loop_next_to_a_whole_number_of_steps(pieces)
         )
         assert count == int(info["num_steps"]) == int(taken[-1, 0]) == steps, r
 
+
+
+@pytest.mark.parametrize("pieces", [False, True])
+def test_save_times_a_rounding_away_from_layer_boundaries_cost_no_step(pieces):
+    """Ten layers of 0.1: the boundaries l · 0.1 are 0.30000000000000004, 0.6000000000000001 and
+    0.7000000000000001, save times written as decimals are 0.3, 0.6, 0.7. Both must be landed on, so each
+    such pair took a step of 10⁻¹⁶ between them (3 more steps than the 10 · 4 of the layers). A boundary
+    within 8 ulp of a save time or of t0 is now that time: 40 steps, counted as the loop takes them, and a
+    solve continued from t0 = 0.6 takes the 16 of its four layers."""
+    counter, piece_constant = _step_counter(pieces)
+    layers = np.arange(1, 10) * 0.1
+    save = np.round(np.arange(11) * 0.1, 12)
+    assert np.count_nonzero(np.isin(save, layers)) == 6 and not np.isin([0.3, 0.6, 0.7], layers).any()
+    for t0, steps in [(0.0, 40), (0.6, 16)]:
+        kept = save[save >= t0]
+        count = steps_needed(kept, landing_times(kept[1:].tolist(), layers.tolist(), t0), t0, 0.025)
+        taken, info = integrate(
+            counter, jnp.zeros(1), kept, 0.025, layers, t0=t0, max_steps=count, piece_constant=piece_constant,
+        )
+        assert count == 4 and int(info["num_steps"]) == int(taken[-1, 0]) == steps
+        np.testing.assert_array_equal(np.asarray(taken[:, 0]), 4 * np.arange(len(kept)))
 
 @pytest.mark.parametrize("adjoint", ["checkpointed", "discrete"])
 def test_running_out_of_max_steps_is_an_error_or_a_nan_gradient_never_a_wrong_one(adjoint):
