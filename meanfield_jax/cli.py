@@ -1,7 +1,7 @@
 """Command line: ``meanfield-jax run CONFIG --out DIR``, ``meanfield-jax list``, ``meanfield-jax bench``.
 
-Errors in configs or arguments print one message and exit with status 2 (no traceback); a run whose
-checks fail exits with status 1.
+Errors in configs or arguments, and a config asking for more memory than the machine has, print one message
+and exit with status 2 (no traceback); a run whose checks fail exits with status 1.
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ def _list(folder: Path) -> int:
         raise ConfigError(f"no config folder {folder} (run from the repository root or pass --dir)")
     for path in sorted(folder.glob("*.yaml")):
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             desc = raw.get("description", "") if isinstance(raw, dict) else ""
         except yaml.YAMLError:
             desc = "(malformed YAML)"
+        except (OSError, UnicodeDecodeError):
+            desc = "(unreadable: not a UTF-8 text file)"
         print(f"{path.as_posix():45s} {desc}")
     return 0
 
@@ -85,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `meanfield-jax list | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # memory the config asks for and the machine lacks: one line, no traceback
+        if not (isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc)):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"meanfield-jax: error: out of memory ({reason}); reduce the sizes the config asks for "
+              "(model.layers, data.particles, solver.cells)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("meanfield-jax: interrupted; files already written are complete", file=sys.stderr)
         return 130

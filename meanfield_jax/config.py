@@ -10,6 +10,7 @@ value raises :class:`ConfigError` with one message naming the key, the value and
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import types
 import typing
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from .activations import ACTIVATIONS
@@ -46,7 +48,13 @@ def _one_of(*options):
 
 
 def _domain_ok(v) -> bool:
-    return len(v) in (1, 2) and all(len(ab) == 2 and ab[0] < ab[1] for ab in v)
+    return len(v) in (1, 2) and all(
+        isinstance(ab, list) and len(ab) == 2 and all(map(_is_number, ab)) and ab[0] < ab[1] for ab in v
+    )
+
+
+def _times_ok(v) -> bool:
+    return all(map(_is_number, v)) and v[0] >= 0 and all(a < b for a, b in itertools.pairwise(v))
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,7 @@ class SolverConfig:
     )
     time_stepper: str = _spec("ssprk2", "one of euler, ssprk2, ssprk3", _one_of("euler", "ssprk2", "ssprk3"))
     method: str = _spec("explicit", "one of explicit, implicit", _one_of("explicit", "implicit"))
-    save_at: list | None = _spec(None, "an increasing list of times >= 0", lambda v: all(t >= 0 for t in v))
+    save_at: list | None = _spec(None, "a strictly increasing list of times >= 0", _times_ok)
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,7 @@ class ExperimentConfig:
     name: str = _spec(dataclasses.MISSING, "a non-empty string", lambda v: len(v) > 0)
     experiment: str = _spec(dataclasses.MISSING, "the experiment kind (see `meanfield-jax list`)")
     description: str = _spec("", "a string")
-    seed: int = _spec(0, "an integer >= 0", _non_negative)
+    seed: int = _spec(0, "an integer from 0 to 2**32 - 1", lambda v: 0 <= v < 2**32)
     quick: bool = _spec(False, "true or false (a reduced size for tests)")
     precision: str = _spec("float64", "one of float32, float64", _one_of("float32", "float64"))
     model: ModelConfig = _spec(None, "a mapping")
@@ -229,7 +237,8 @@ def _build(cls, raw: dict, prefix: str):
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
         if f.name in _SECTION_DEFAULTS and cls is ExperimentConfig:
-            kwargs[f.name] = _build(_SECTION_DEFAULTS[f.name], raw.get(f.name) or {}, f.name)
+            section = raw.get(f.name)  # absent or null: the defaults; anything else must be a mapping
+            kwargs[f.name] = _build(_SECTION_DEFAULTS[f.name], {} if section is None else section, f.name)
             continue
         if f.name not in raw:
             if f.default is dataclasses.MISSING:
@@ -244,21 +253,56 @@ def _build(cls, raw: dict, prefix: str):
     return cls(**kwargs)
 
 
+def _check_parameters(model: ModelConfig) -> None:
+    """W is d×d (every layer's) or L×d×d (one per layer), b of the shape (d,) or (L, d) that goes with it."""
+    if model.W is None or model.b is None:
+        raise ConfigError("model.W and model.b are required (e.g. W: [[-1.0]], b: [0.0])")
+    try:
+        W, b = np.asarray(model.W, dtype=float), np.asarray(model.b, dtype=float)
+    except ValueError:  # ragged nesting
+        W = b = None
+    allowed = ("allowed: W a d×d list (every layer's weight) with b a list of d numbers, or W an L×d×d list "
+               "(one weight per layer) with b an L×d list")
+    if W is None or W.ndim not in (2, 3) or W.shape[-1] != W.shape[-2] or b.shape != W.shape[:-1]:
+        raise ConfigError(f"model.W, model.b: got W={model.W!r}, b={model.b!r}; {allowed}")
+
+
 def parse_config(raw: dict) -> ExperimentConfig:
     """Validate a parsed YAML mapping and return the typed config."""
     cfg = _build(ExperimentConfig, raw, "")
-    if cfg.model.W is None or cfg.model.b is None:
-        raise ConfigError("model.W and model.b are required (e.g. W: [[-1.0]], b: [0.0])")
+    _check_parameters(cfg.model)
+    if not cfg.data.low < cfg.data.high:
+        low, high = cfg.data.low, cfg.data.high
+        raise ConfigError(f"data.low, data.high: got {low!r}, {high!r}; allowed: low < high")
     return cfg
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate a YAML config; a missing file or malformed YAML is a ConfigError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder; allowed: a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the config {path}: {exc}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -1,15 +1,20 @@
 """Run an experiment from its config and write its results without ever losing earlier ones.
 
 A run writes into ``out``: the figures (PNG), ``config.yaml`` (the resolved config), ``metrics.json``
-(checks, metrics, wall time, versions) and ``run.log``. Every file is written to a temporary name in the
-same folder and renamed into place, so a killed run leaves no half-written file. A non-empty ``out`` is
-refused unless ``overwrite=True``.
+(checks, metrics, wall time, versions; a non-finite number is written as null, so the file is strict JSON)
+and ``run.log``. Nothing is written before the experiment has finished, so a run that fails or is
+interrupted leaves ``out`` as it was (a folder it had to create is removed again); every file is written to
+a temporary name in the same folder and renamed into place, so a killed run leaves no half-written file. A
+non-empty ``out`` is refused unless ``overwrite=True``, and an ``out`` that cannot be created or written to is
+refused before the experiment starts.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import os
 import platform
 import sys
 import time
@@ -46,8 +51,9 @@ def versions() -> dict[str, str]:
             "platform": platform.platform(), "backend": jax.default_backend()}
 
 
-def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Create ``out``; refuse a non-empty one unless ``overwrite``."""
+def prepare_output(out: Path, overwrite: bool) -> bool:
+    """Create ``out`` (return whether it was made here); refuse a non-empty one unless ``overwrite``, and one
+    that cannot be created or written to."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} exists and is not a folder")
@@ -55,18 +61,54 @@ def prepare_output(out: Path, overwrite: bool) -> Path:
         raise OutputExistsError(
             f"--out {out} already holds results; choose a new folder or pass --overwrite to replace them"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputExistsError(f"--out {out} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutputExistsError(f"--out {out} is not writable")
+    return made
+
+
+def _strict_json(value):
+    """``value`` with every non-finite float as None (JSON has no NaN or infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def _wanted_figures(cfg: ExperimentConfig, names: tuple[str, ...]) -> set[str]:
+    """The figures of ``names`` that ``output.plots`` asks for: each entry is a figure's name or the end of
+    one after an underscore (``moments`` for ``fig1_moments``); one that names none is a ConfigError."""
+    wanted = cfg.output.plots
+    if wanted is None:
+        return set(names)
+    chosen = set()
+    for w in wanted:
+        matches = {n for n in names if n == w or n.endswith("_" + w)}
+        if not matches:
+            raise ConfigError(f"output.plots: got {w!r}; allowed: the figures of experiment "
+                              f"{cfg.experiment!r}, {', '.join(names)} (or the end of a name after an "
+                              "underscore)")
+        chosen |= matches
+    return chosen
 
 
 def run_experiment(cfg: ExperimentConfig, out: Path, overwrite: bool = False, quiet: bool = False) -> dict:
     """Run ``cfg`` and write its results into ``out``; return the metrics dictionary."""
-    from .experiments import EXPERIMENTS
+    from .experiments import EXPERIMENTS, FIGURES
     from .plotting import close
 
     if cfg.experiment not in EXPERIMENTS:
         raise ConfigError(f"experiment: got {cfg.experiment!r}; allowed: one of {sorted(EXPERIMENTS)}")
-    out = prepare_output(out, overwrite)
+    wanted = _wanted_figures(cfg, FIGURES[cfg.experiment])
+    out = Path(out)
+    made = prepare_output(out, overwrite)
     lines: list[str] = []
 
     def log(message: str) -> None:
@@ -74,15 +116,19 @@ def run_experiment(cfg: ExperimentConfig, out: Path, overwrite: bool = False, qu
         if not quiet:
             print(message, flush=True)
 
+    try:
+        log(f"{cfg.name}: {cfg.description}")
+        start = time.perf_counter()
+        with jax.enable_x64(cfg.precision == "float64"):
+            result = EXPERIMENTS[cfg.experiment](cfg, log)
+        wall = time.perf_counter() - start
+    except BaseException:  # nothing was written: leave no empty folder of this run behind
+        if made and not any(out.iterdir()):
+            out.rmdir()
+        raise
     _write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    log(f"{cfg.name}: {cfg.description}")
-    start = time.perf_counter()
-    with jax.enable_x64(cfg.precision == "float64"):
-        result = EXPERIMENTS[cfg.experiment](cfg, log)
-    wall = time.perf_counter() - start
-    wanted = cfg.output.plots
     for name, fig in result.figures.items():
-        if wanted is None or name in wanted or any(name.endswith(w) for w in wanted):
+        if name in wanted:
             png = io.BytesIO()
             fig.savefig(png, dpi=cfg.output.dpi, format="png")
             atomic_write(out / f"{name}.png", png.getvalue())
@@ -93,7 +139,7 @@ def run_experiment(cfg: ExperimentConfig, out: Path, overwrite: bool = False, qu
                "wall_time_s": wall,
                "versions": versions(), "passed": all(c["passed"] for c in checks.values()), "checks": checks,
                "metrics": result.metrics}
-    _write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    _write_text(out / "metrics.json", json.dumps(_strict_json(metrics), indent=2, allow_nan=False))
     for name, c in checks.items():
         log(f"  {'PASS' if c['passed'] else 'FAIL'} {name}: {c['value']:.4g} "
             f"(expected {c['expected']:.4g} ± {c['tol']:.3g})")

@@ -70,6 +70,16 @@ def test_list_shows_each_config_with_its_description(capsys):
         ("model", "T", "long", "model.T: got 'long'; allowed: a finite number > 0"),
         ("model", "layers", 2.5, "model.layers: got 2.5"),
         ("data", "colour", "red", "unknown key 'data.colour'; allowed keys in data:"),
+        ("solver", "domain", [1.0, 2.0], "solver.domain: got [1.0, 2.0]; allowed: a list of [lo, hi]"),
+        ("solver", "domain", [[[1.0, 2.0], [3.0, 4.0]]], "solver.domain: got [[[1.0, 2.0], [3.0, 4.0]]]"),
+        ("solver", "save_at", [2.0, 1.0], "solver.save_at: got [2.0, 1.0]; allowed: a strictly increasing"),
+        ("solver", "save_at", [[1.0]], "solver.save_at: got [[1.0]]"),
+        ("model", "W", [[1.0, 2.0], [3.0]], "model.W, model.b: got W=[[1.0, 2.0], [3.0]], b=[0.0]; allowed:"),
+        ("model", "b", [[[0.0]]], "model.W, model.b: got W=[[-1.0]], b=[[[0.0]]]"),
+        ("data", "low", 9.0, "data.low, data.high: got 9.0, 8.0; allowed: low < high"),
+        ("output", "plots", ["fig1_moment"], "output.plots: got 'fig1_moment'; allowed: the figures of "
+         "experiment 'moments', fig1_moments"),
+        ("output", "plots", [""], "output.plots: got ''"),
     ],
 )
 def test_bad_values_exit_2_naming_the_key(tmp_path, capsys, section, key, value, message):
@@ -78,6 +88,112 @@ def test_bad_values_exit_2_naming_the_key(tmp_path, capsys, section, key, value,
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("\ndata: 0\n", "data: expected a mapping of keys, got int"),
+        ("\ndata: []\n", "data: expected a mapping of keys, got list"),
+        ("\nseed: 4294967296\n", "seed: got 4294967296; allowed: an integer from 0 to 2**32 - 1"),
+        ("\nname: again\n", "the key 'name' is given twice"),
+    ],
+)
+def test_sections_seeds_and_keys_given_twice_exit_2(tmp_path, capsys, text, message):
+    """A section given as 0 or [] was taken for the defaults, a seed of 2**63 failed in the PRNG with a
+    traceback, and YAML kept the last of a key given twice."""
+    raw = yaml.safe_load(FIG1.read_text())
+    for key in ("data", "seed"):
+        raw.pop(key)
+    path = _write(tmp_path, yaml.safe_dump(raw, sort_keys=False) + text)
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "override", "message"),
+    [
+        ("fig9_fokker_planck", "model.W=[[1.0]]", "model.W: got [[1.0]]; allowed: a weight w < 0"),
+        ("fig9_fokker_planck", "model.diffusion=0", "model.diffusion: got 0.0; allowed: a number > 0"),
+        ("fig9_fokker_planck", "solver.scheme=muscl", "scheme: got 'muscl'; allowed: one of chang_cooper"),
+        ("fig9_fokker_planck", "solver.domain=[[-6.0, 10.0], [0.0, 1.0]]", "allowed: 1 [lo, hi] pair"),
+        ("fig9_fokker_planck", "data.kind=gaussian", "kind: got 'gaussian'; allowed: uniform or vehicles"),
+        ("fig4_vehicles_kinetic", "solver.domain=null", "solver.domain: got None; allowed: 1 [lo, hi] pair"),
+        ("fig4_vehicles_kinetic", "model.W=[[0.0]]", "model.W: got [[0.0]]; allowed: a weight w > 0"),
+        ("fig4_vehicles_kinetic", "solver.scheme=chang_cooper", "allowed: one of upwind, muscl, cweno3"),
+        ("fig7_regression_1d", "model.b=[0.0]", "model.b: got [0.0]; allowed: a bias b != 0"),
+        ("fig7_regression_1d", "model.activation=tanh", "model.activation: got 'tanh'; allowed: identity"),
+        ("fig6_regression_2d", "solver.domain=[[-7.0, 2.0]]", "allowed: 2 [lo, hi] pairs"),
+        ("fig6_regression_2d", "model.W=[[1.0]]", "model.W, model.b: got W=[[1.0]]"),
+        ("fig1_moments", "data.kind=table1", "kind: got 'table1'; allowed: uniform, vehicles or"),
+        ("fig1_moments", "model.activation=tanh", "model.activation: got 'tanh'; allowed: identity"),
+    ],
+)
+def test_what_an_experiment_cannot_use_exits_2_before_any_output(tmp_path, capsys, config, override, message):
+    """Each of these failed inside the experiment with a traceback (a division by w = 0, a missing or
+    2-D domain unpacked, a scheme of the other equation), some after seconds of work, or ran on a cut
+    domain and exited 0."""
+    out = tmp_path / "x"
+    assert main(["run", str(ROOT / "configs" / f"{config}.yaml"), "--out", str(out), "--set", override,
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()  # the folder the run would have made is gone again
+
+
+def _fake_experiment(monkeypatch, run):
+    """Register ``run`` as experiment 'moments' with one figure, 'fig1_moments'."""
+    from meanfield_jax import experiments
+
+    monkeypatch.setitem(experiments.EXPERIMENTS, "moments", run)
+    monkeypatch.setitem(experiments.FIGURES, "moments", ("fig1_moments",))
+
+
+def test_a_failed_run_leaves_earlier_results_as_they_were(tmp_path, monkeypatch, capsys):
+    """config.yaml was written before the experiment ran: a run that failed left it in a new --out (whose
+    rerun was then refused) and, with --overwrite, next to the earlier run's metrics and figures."""
+    from meanfield_jax.experiments import ExperimentResult
+
+    def fails(cfg, log):
+        raise ConfigError("model.W: got [[0.0]]; allowed: anything else")
+
+    def nan_check(cfg, log):
+        result = ExperimentResult(metrics={"ratio": float("inf"), "curve": [1.0, float("nan")]})
+        result.check("nan_value", float("nan"), 0.0, 1.0)
+        return result
+
+    out = tmp_path / "run"
+    _fake_experiment(monkeypatch, nan_check)
+    assert main(["run", str(FIG1), "--out", str(out), "--quiet"]) == 1
+    metrics = json.loads((out / "metrics.json").read_text(), parse_constant=pytest.fail)  # strict JSON
+    assert metrics["checks"]["nan_value"] == {"value": None, "expected": 0.0, "tol": 1.0, "passed": False}
+    assert metrics["metrics"] == {"ratio": None, "curve": [1.0, None]}
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _fake_experiment(monkeypatch, fails)
+    for args in ([], ["--overwrite"]):
+        assert main(["run", str(FIG1), "--out", str(out), "--quiet", "--set", "seed=7", *args]) == 2
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["run", str(FIG1), "--out", str(tmp_path / "new"), "--quiet"]) == 2
+    assert not (tmp_path / "new").exists()
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_out_that_cannot_be_made_and_a_run_out_of_memory_exit_2(tmp_path, monkeypatch, capsys):
+    import jax.numpy as jnp
+
+    (tmp_path / "file").write_text("precious")
+    assert main(["run", str(FIG1), "--out", str(tmp_path / "file" / "sub"), "--quiet"]) == 2
+    assert "--out" in capsys.readouterr().err and (tmp_path / "file").read_text() == "precious"
+
+    def too_big(cfg, log):
+        return jnp.zeros((10**12,)) + 1.0  # 8 TB
+
+    _fake_experiment(monkeypatch, too_big)
+    assert main(["run", str(FIG1), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "error: out of memory" in err and "model.layers" in err and "Traceback" not in err
 
 
 def test_unknown_top_level_key_and_missing_sections(tmp_path, capsys):
@@ -99,6 +215,14 @@ def test_malformed_yaml_names_file_and_line(tmp_path, capsys):
 def test_missing_file_and_unknown_experiment(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")]) == 2
     assert "config file not found" in capsys.readouterr().err
+    assert main(["run", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert f"config {tmp_path} is a folder; allowed: a YAML file" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(FIG1.read_bytes() + b"# caf\xe9 (Latin-1)\n")
+    assert main(["run", str(latin1), "--out", str(tmp_path / "o")]) == 2
+    assert f"cannot read the config {latin1}: 'utf-8' codec" in capsys.readouterr().err
+    assert main(["list", "--dir", str(tmp_path)]) == 0
+    assert "(unreadable: not a UTF-8 text file)" in capsys.readouterr().out
     path = _write(tmp_path, FIG1.read_text().replace("experiment: moments", "experiment: teleport"))
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "experiment: got 'teleport'; allowed: one of" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""One module per experiment kind; ``EXPERIMENTS`` maps the config's ``experiment`` key to its function.
+"""One module per experiment kind; ``EXPERIMENTS`` maps the config's ``experiment`` key to its function,
+``FIGURES`` to the names of the figures it draws (what ``output.plots`` may ask for).
 
 Each function takes the validated :class:`~meanfield_jax.config.ExperimentConfig` and a logger and returns
 an :class:`~meanfield_jax.experiments.base.ExperimentResult`.
@@ -28,4 +29,19 @@ EXPERIMENTS = {
     "autoencoder": run_autoencoder,
 }
 
-__all__ = ["EXPERIMENTS", "Check", "ExperimentResult"]
+FIGURES = {
+    "moments": ("fig1_moments",),
+    "desired_values": ("fig2_desired_values",),
+    "vehicles_resnet": ("fig3_vehicles_resnet",),
+    "classification_table": ("table1_classification",),
+    "regression_data": ("fig5_regression_data",),
+    "novel_target": ("fig8_novel_target",),
+    "vehicles_kinetic": ("fig4_vehicles_kinetic",),
+    "regression_1d": ("fig7_regression_1d",),
+    "regression_2d": ("fig6_regression_2d",),
+    "fokker_planck": ("fig9_fokker_planck",),
+    "pmp": ("pmp_bimodal",),
+    "autoencoder": ("autoencoder_manifold",),
+}
+
+__all__ = ["EXPERIMENTS", "FIGURES", "Check", "ExperimentResult"]

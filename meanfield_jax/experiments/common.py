@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..config import DataConfig, ExperimentConfig, ModelConfig
+from ..config import ConfigError, DataConfig, ExperimentConfig, ModelConfig
 from ..field import NeuralField
 
 __all__ = ["field_from_config", "initial_samples", "optimizer_from_config"]
@@ -36,7 +36,8 @@ def initial_samples(data: DataConfig, key: jax.Array, n: int | None = None) -> j
         return jax.random.uniform(key, (n, 1), minval=data.low, maxval=data.high)
     if data.kind == "gaussian":
         return data.mean + data.std * jax.random.normal(key, (n, 1))
-    raise ValueError(f"data.kind={data.kind!r} has no 1-D initial law; use uniform, vehicles or gaussian")
+    raise ConfigError(f"data.kind: got {data.kind!r}; allowed: uniform, vehicles or gaussian (a 1-D initial "
+                      "law)")
 
 
 def uniform_raw_moments(low: float, high: float, order: int = 2) -> jnp.ndarray:

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
 
-from ..config import ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
+from ..fokker_planck import SCHEMES as FOKKER_PLANCK_SCHEMES
 from ..fokker_planck import fokker_planck_steady_state, solve_fokker_planck
 from ..grid import Grid1D
 from ..moments import moment_ode, moments, particle_moments
@@ -21,6 +22,13 @@ from ..particles import resnet_forward
 from ..plotting import density_snapshots, new_figure
 from .base import ExperimentResult, Logger, make_key, round_off, stage
 from .common import cdf_at_faces, empirical_cdf_at_faces, field_from_config, initial_samples, w1_between_cdfs
+from .particle_setup import (
+    require_activation,
+    require_domain,
+    require_scheme,
+    require_uniform_data,
+    scalar_parameters,
+)
 
 __all__ = ["run_fokker_planck"]
 
@@ -33,9 +41,18 @@ def _gaussian_cells(grid: Grid1D, mean: float, std: float) -> jnp.ndarray:
 def run_fokker_planck(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     """Fig. 9: transient and steady state of the Fokker–Planck model; fitting a Gaussian target."""
     result = ExperimentResult()
-    w, b = float(np.ravel(cfg.model.W)[0]), float(np.ravel(cfg.model.b)[0])
+    require_activation(cfg, ("identity",), "the exact moment laws and steady state are those of w x + b")
+    require_uniform_data(cfg)
+    require_scheme(cfg, FOKKER_PLANCK_SCHEMES, "Fokker–Planck")
+    (lo, hi), cells = require_domain(cfg, 1)[0], cfg.solver.cells
+    w, b = scalar_parameters(cfg)
     K = cfg.model.diffusion
-    (lo, hi), cells = cfg.solver.domain[0], cfg.solver.cells
+    if not w < 0:
+        raise ConfigError(f"model.W: got {cfg.model.W!r}; allowed: a weight w < 0 (the steady state "
+                          "N(-b/w, -K/w) exists only then)")
+    if not K > 0:
+        raise ConfigError(f"model.diffusion: got {K!r}; allowed: a number > 0 (the steady state "
+                          "N(-b/w, -K/w) is that of a diffusion)")
     grid = Grid1D(lo, hi, max(cells // 4, 2) if cfg.quick else cells)
     field = field_from_config(cfg.model)
     T = cfg.model.T

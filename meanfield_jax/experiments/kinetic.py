@@ -18,12 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..characteristics import characteristic
-from ..config import ExperimentConfig
+from ..config import ConfigError, ExperimentConfig
 from ..data import regression_cloud
 from ..grid import Grid1D, Grid2D
 from ..moments import moments
 from ..particles import resnet_forward
 from ..plotting import density_2d_panels, density_snapshots, new_figure
+from ..transport import SCHEMES as TRANSPORT_SCHEMES
 from ..transport import solve_vlasov
 from .base import ExperimentResult, Logger, make_key, round_off, stage
 from .common import (
@@ -33,12 +34,21 @@ from .common import (
     initial_samples,
     w1_between_cdfs,
 )
+from .particle_setup import (
+    require_activation,
+    require_domain,
+    require_scheme,
+    require_uniform_data,
+    scalar_parameters,
+)
+from .regression import flow_coefficients
+from .vehicles import repelling_parameters
 
 __all__ = ["run_regression_1d", "run_regression_2d", "run_vehicles_kinetic"]
 
 
 def _grid_1d(cfg: ExperimentConfig) -> Grid1D:
-    (lo, hi), cells = cfg.solver.domain[0], cfg.solver.cells
+    (lo, hi), cells = require_domain(cfg, 1)[0], cfg.solver.cells
     return Grid1D(lo, hi, max(cells // 4, 2) if cfg.quick else cells)
 
 
@@ -52,13 +62,18 @@ def _vlasov(cfg: ExperimentConfig, field, f0, grid, save):
                         boundary=s.boundary, time_stepper=s.time_stepper)
 
 
-def _scalar_parameters(cfg: ExperimentConfig) -> tuple[float, float]:
-    return float(np.ravel(cfg.model.W)[0]), float(np.ravel(cfg.model.b)[0])
+def _check_1d(cfg: ExperimentConfig, activations: tuple[str, ...]) -> tuple[float, float]:
+    """(w, b) of a 1-D kinetic experiment, after the checks of what its exact push-forward needs."""
+    require_activation(cfg, activations, "the checks use its exact characteristics")
+    require_uniform_data(cfg)
+    require_domain(cfg, 1)
+    require_scheme(cfg, TRANSPORT_SCHEMES, "Vlasov")
+    return scalar_parameters(cfg)
 
 
 def _kinetic_1d(cfg: ExperimentConfig, log: Logger, result: ExperimentResult):
     """Solve the 1-D Vlasov equation from U[low, high], compare with the exact push-forward and particles."""
-    w, b = _scalar_parameters(cfg)
+    w, b = scalar_parameters(cfg)
     act = cfg.model.activation
     low, high = cfg.data.low, cfg.data.high
     grid = _grid_1d(cfg)
@@ -100,7 +115,8 @@ def _kinetic_1d(cfg: ExperimentConfig, log: Logger, result: ExperimentResult):
 def run_vehicles_kinetic(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     """Fig. 4: the kinetic classifier (tanh, w = 1, b = −5) from the uniform law on [2, 8]."""
     result = ExperimentResult()
-    w, b = _scalar_parameters(cfg)
+    _check_1d(cfg, ("tanh", "identity"))
+    w, b = repelling_parameters(cfg)
     threshold = -b / w
     grid, save, sol, exact, xT = _kinetic_1d(cfg, log, result)
     face = round((threshold - grid.lo) / grid.dx)
@@ -132,15 +148,17 @@ def run_vehicles_kinetic(cfg: ExperimentConfig, log: Logger) -> ExperimentResult
 def run_regression_1d(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     """Fig. 7: the 1-D regression model (identity, w = 1, b = −1): slope e^t, intercept 1 − e^t."""
     result = ExperimentResult()
-    w, b = _scalar_parameters(cfg)
+    w, b = _check_1d(cfg, ("identity",))
+    if b == 0:
+        raise ConfigError(f"model.b: got {cfg.model.b!r}; allowed: a bias b != 0 (the intercept, checked "
+                          "relative to the exact (b/w)(e^{wt} - 1), is 0 for b = 0)")
     grid, save, sol, exact, _ = _kinetic_1d(cfg, log, result)
     m = np.asarray(moments(sol.f, grid, order=2))
     mean = m[1] / m[0]
     std = np.sqrt(m[2] / m[0] - mean**2)
     slope = std / std[0]  # the affine flow map x ↦ α x + β scales the spread by α
     intercept = mean - slope * mean[0]
-    exact_slope = np.exp(w * save)
-    exact_intercept = (b / w) * np.expm1(w * save)
+    exact_slope, exact_intercept = flow_coefficients(w, b, save)
     # the spread of a cell-averaged uniform law is resolved to O(Δx/(high − low)) (relative)
     tol = 2.0 * grid.dx / (cfg.data.high - cfg.data.low)
     result.check("slope_at_T_rel", slope[-1] / exact_slope[-1] - 1.0, 0.0, tol)
@@ -152,7 +170,7 @@ def run_regression_1d(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     for k, (ax, t) in enumerate(zip(axes, save)):
         ax.plot(np.asarray(grid.x), np.asarray(sol.f[k]), color="tab:blue", label="PDE")
         ax.plot(np.asarray(grid.x), exact[k], "k--", lw=0.8, label="exact")
-        ends = (b / w) * np.expm1(w * t) + np.exp(w * t) * np.array([cfg.data.low, cfg.data.high])
+        ends = exact_intercept[k] + exact_slope[k] * np.array([cfg.data.low, cfg.data.high])
         pad = 0.15 * (ends[1] - ends[0])
         ax.set_xlim(max(grid.lo, ends[0] - pad), min(grid.hi, ends[1] + pad))
         ax.set_title(f"t = {t:g}: slope {slope[k]:.3g}, intercept {intercept[k]:.3g}")
@@ -167,7 +185,12 @@ def run_regression_1d(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
 def run_regression_2d(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     """Fig. 6: the 2-D regression model; the density's LS line is y = e^{−2t} x + e^{−t} − e^{−2t}."""
     result = ExperimentResult()
-    (xlo, xhi), (ylo, yhi) = cfg.solver.domain
+    require_activation(cfg, ("identity",), "the checks use the exact affine flow")
+    require_scheme(cfg, TRANSPORT_SCHEMES, "Vlasov")
+    (xlo, xhi), (ylo, yhi) = require_domain(cfg, 2)
+    if np.shape(cfg.model.W) != (2, 2):
+        raise ConfigError(f"model.W, model.b: got W={cfg.model.W!r}, b={cfg.model.b!r}; allowed: a 2×2 "
+                          "weight and 2 biases, the same in every layer (the exact affine flow)")
     nx = max(cfg.solver.cells // 4, 8) if cfg.quick else cfg.solver.cells
     ny = nx
     grid = Grid2D((xlo, xhi, nx), (ylo, yhi, ny))

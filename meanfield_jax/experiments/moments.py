@@ -17,9 +17,11 @@ from ..grid import Grid1D
 from ..moments import moment_ode, moments, particle_moments
 from ..particles import resnet_forward
 from ..plotting import moment_panels
+from ..transport import SCHEMES as TRANSPORT_SCHEMES
 from ..transport import solve_vlasov
 from .base import ExperimentResult, Logger, make_key, round_off, stage
 from .common import field_from_config, initial_samples
+from .particle_setup import require_activation, require_domain, require_scheme, scalar_parameters
 
 __all__ = ["run_moments"]
 
@@ -33,7 +35,7 @@ def _particle_moment_curves(field, x0, save_every: int):
 
 def _kinetic_moment_curves(cfg: ExperimentConfig, field, ts: np.ndarray) -> tuple[np.ndarray, float]:
     """Moments of the Vlasov solution from the uniform law at the times ``ts``, and the cell size."""
-    (lo, hi), cells = cfg.solver.domain[0], cfg.solver.cells
+    (lo, hi), cells = require_domain(cfg, 1)[0], cfg.solver.cells
     grid = Grid1D(lo, hi, max(cells // 4, 2) if cfg.quick else cells)
     low, high = cfg.data.low, cfg.data.high
     f0 = jnp.diff(jnp.clip((grid.faces - low) / (high - low), 0.0, 1.0)) / grid.dx
@@ -46,8 +48,12 @@ def _kinetic_moment_curves(cfg: ExperimentConfig, field, ts: np.ndarray) -> tupl
 def run_moments(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     """Fig. 1: m0, m1, m2 of particles vs the exact moment ODE, without and with feedback bias."""
     result = ExperimentResult()
+    require_activation(cfg, ("identity",), "the exact moment laws are those of the drift w x + b")
+    w, b = scalar_parameters(cfg)
+    if cfg.solver.kind == "vlasov":
+        require_domain(cfg, 1)
+        require_scheme(cfg, TRANSPORT_SCHEMES, "Vlasov")
     x0 = initial_samples(cfg.data, make_key(cfg.seed), n=min(cfg.data.particles, 2000) if cfg.quick else None)
-    w, b = float(np.ravel(cfg.model.W)[0]), float(np.ravel(cfg.model.b)[0])
     beta = -1.0 if cfg.model.feedback is None else cfg.model.feedback
     save_every = max(1, cfg.model.layers // 100)
     while cfg.model.layers % save_every:

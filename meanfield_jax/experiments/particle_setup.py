@@ -1,4 +1,6 @@
-"""Set-up shared by the particle experiments: scalar parameters, required activations, save strides."""
+"""Set-up checks shared by the experiments (scalar parameters, activations, data, grid and scheme the
+experiment's exact solutions need), each a ConfigError naming the key before anything is computed, and save
+strides."""
 
 from __future__ import annotations
 
@@ -6,7 +8,10 @@ import numpy as np
 
 from ..config import ConfigError, ExperimentConfig
 
-__all__ = ["require_activation", "save_stride", "scalar_parameters"]
+__all__ = [
+    "require_activation", "require_domain", "require_scheme", "require_uniform_data", "save_stride",
+    "scalar_parameters",
+]
 
 
 def scalar_parameters(cfg: ExperimentConfig) -> tuple[float, float]:
@@ -25,6 +30,31 @@ def require_activation(cfg: ExperimentConfig, allowed: tuple[str, ...], why: str
         raise ConfigError(f"model.activation: got {cfg.model.activation!r}; allowed: {' or '.join(allowed)} "
                           f"({why})")
     return cfg.model.activation
+
+
+def require_domain(cfg: ExperimentConfig, dims: int) -> list:
+    """``solver.domain`` if it has ``dims`` [lo, hi] pairs (the experiment's grid); else a ConfigError."""
+    domain = cfg.solver.domain
+    if domain is None or len(domain) != dims:
+        example = "[[-6.0, 10.0]]" if dims == 1 else "[[-3.0, 3.0], [-3.0, 3.0]]"
+        raise ConfigError(f"solver.domain: got {domain!r}; allowed: {dims} [lo, hi] pair{'s' * (dims > 1)}, "
+                          f"the {dims}-D grid of experiment {cfg.experiment!r}, e.g. {example}")
+    return domain
+
+
+def require_scheme(cfg: ExperimentConfig, schemes: tuple[str, ...], equation: str) -> str:
+    """``solver.scheme`` if it is one of ``schemes`` (those of the equation solved); else a ConfigError."""
+    if cfg.solver.scheme not in schemes:
+        raise ConfigError(f"solver.scheme: got {cfg.solver.scheme!r}; allowed: one of {', '.join(schemes)} "
+                          f"(the {equation} schemes of experiment {cfg.experiment!r})")
+    return cfg.solver.scheme
+
+
+def require_uniform_data(cfg: ExperimentConfig) -> None:
+    """The experiment starts the PDE and the particles from U[low, high]; a ConfigError for other data."""
+    if cfg.data.kind not in ("uniform", "vehicles"):
+        raise ConfigError(f"data.kind: got {cfg.data.kind!r}; allowed: uniform or vehicles (experiment "
+                          f"{cfg.experiment!r} starts the PDE and the particles from U[low, high])")
 
 
 def save_stride(num_layers: int, points: int = 100) -> int:

@@ -31,7 +31,10 @@ from .common import field_from_config
 from .euler_error import affine_flow_error_bound, lipschitz_error_bound, observed_order
 from .particle_setup import require_activation, scalar_parameters
 
-__all__ = ["VehicleClassification", "classify_by_resnet", "run_classification_table", "run_vehicles_resnet"]
+__all__ = [
+    "VehicleClassification", "classify_by_resnet", "repelling_parameters", "run_classification_table",
+    "run_vehicles_resnet",
+]
 
 # max |σ(z) σ'(z)| for tanh, attained at tanh z = 1/√3
 TANH_ACCEL = 2.0 / (3.0 * math.sqrt(3.0))
@@ -67,15 +70,21 @@ def _euler_bound(activation: str, w: float, b: float, x0, T: float, dt: float) -
     return float(np.max(affine_flow_error_bound(w, b, x0, T, dt)))
 
 
+def repelling_parameters(cfg: ExperimentConfig) -> tuple[float, float]:
+    """(w, b) of a 1-D classifier whose threshold x* = −b/w repels (w > 0); a ConfigError otherwise."""
+    w, b = scalar_parameters(cfg)
+    if not w > 0:
+        raise ConfigError(f"model.W: got {cfg.model.W!r}; allowed: a weight w > 0 (then x* = -b/w repels and "
+                          "separates the classes)")
+    return w, b
+
+
 def classify_by_resnet(cfg: ExperimentConfig, lengths, classes, result: ExperimentResult,
                        log: Logger) -> VehicleClassification:
     """Push ``lengths`` through the config's ResNet and check the classification against ``classes``,
     the invariance of the sides of x*, and the Euler error against the exact characteristics."""
     activation = require_activation(cfg, ("tanh", "identity"), "the checks use their exact characteristics")
-    w, b = scalar_parameters(cfg)
-    if not w > 0:
-        raise ConfigError(f"model.W: got {cfg.model.W!r}; allowed: a weight w > 0 (then x* = -b/w repels and "
-                          "separates the classes)")
+    w, b = repelling_parameters(cfg)
     threshold, T = -b / w, cfg.model.T
     x0 = jnp.asarray(lengths, dtype=float)[:, None]
     field = field_from_config(cfg.model)
