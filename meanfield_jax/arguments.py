@@ -21,8 +21,10 @@ def concrete_scalar(x: Any) -> float | None:
 
 
 def number(value: Any, name: str) -> float:
-    """``value`` as a Python float, or a TypeError naming it (None, a string that is not a number, an array
-    of several values)."""
+    """``value`` as a Python float, or a TypeError naming it (None, a bool, a string, an array of several
+    values)."""
+    if isinstance(value, str | bytes | bool | np.bool_):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     try:
         return float(value)
     except (TypeError, ValueError) as exc:

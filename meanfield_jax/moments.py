@@ -25,10 +25,12 @@ from __future__ import annotations
 import math
 from math import comb
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
-from .arguments import concrete_scalar, whole_number
+from .arguments import finite_values, number, whole_number
+from .closed_forms import phi1
 
 __all__ = ["central_to_raw", "moment_ode", "moments", "particle_moments", "raw_to_central"]
 
@@ -111,9 +113,18 @@ def _double_factorial(n: int) -> int:
 
 
 def _expm1_over(a: Array, t: Array) -> Array:
-    """(e^{a t} − 1)/a, equal to t at a = 0 (differentiable there)."""
-    safe = jnp.where(a == 0, 1.0, a)
-    return jnp.where(a == 0, t, jnp.expm1(safe * t) / safe)
+    """(e^{a t} − 1)/a = t φ₁(a t), equal to t at a = 0 and differentiable there in a as well
+    (∂/∂a = t²/2 at a = 0; a select of t at a = 0 had derivative 0 there)."""
+    return t * phi1(a * t)
+
+
+def _checked_scalar(value: ArrayLike, name: str) -> None:
+    """A concrete scalar input must be a finite number (a TypeError or ValueError naming it); a traced one
+    passes."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    if not math.isfinite(number(value, name)):
+        raise ValueError(f"{name} must be finite, got {name}={float(value)}")
 
 
 def moment_ode(
@@ -121,17 +132,20 @@ def moment_ode(
     b: ArrayLike,
     m_init: ArrayLike,
     ts: ArrayLike,
-    feedback: float | None = None,
-    diffusion: float = 0.0,
+    feedback: ArrayLike | None = None,
+    diffusion: ArrayLike = 0.0,
 ) -> Array:
     """Exact raw-moment trajectories of ∂_t f + ∂_x((w x + b + β m1/m0) f) = K ∂²_x f (1-D, identity σ).
 
     Args:
         w, b: constant weight and bias.
-        m_init: raw moments [m0, m1, …, mK] at t = 0 (K ≥ 1).
+        m_init: raw moments [m0, m1, …, mK] at t = 0 (K ≥ 1, m0 > 0).
         ts: times, shape (k,) (or a scalar).
         feedback: β, or None for no feedback.
-        diffusion: K ≥ 0 (0 for the Vlasov equation); checked here when concrete, differentiable when traced.
+        diffusion: K ≥ 0 (0 for the Vlasov equation).
+
+    Every input is checked here when concrete (finite numbers, K ≥ 0, m0 > 0) and differentiable when traced,
+    also at w = 0 and w + β = 0, where (e^{at} − 1)/a is taken as t φ₁(at).
 
     Returns:
         Array of shape (len(ts), K + 1): m_j(t_i).
@@ -139,9 +153,16 @@ def moment_ode(
     m_init = jnp.asarray(m_init)
     if m_init.ndim != 1 or m_init.shape[0] < 2:
         raise ValueError(f"m_init must be [m0, m1, ...] with at least two entries, got shape {m_init.shape}")
-    value = concrete_scalar(diffusion)
-    if value is not None and not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"diffusion must be a finite number >= 0, got diffusion={value}")
+    values = finite_values(m_init, "m_init")
+    if values is not None and not values[0] > 0:
+        raise ValueError(f"m_init's mass m0 must be > 0, got m0={values[0]}")
+    scalars = {"w": w, "b": b} | ({} if feedback is None else {"feedback": feedback})
+    for name, value in scalars.items():
+        _checked_scalar(value, name)
+    if not isinstance(diffusion, jax.core.Tracer):
+        value = number(diffusion, "diffusion")
+        if not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"diffusion must be a finite number >= 0, got diffusion={value}")
     dtype = jnp.result_type(m_init.dtype, float)
     w = jnp.asarray(w, dtype)
     b = jnp.asarray(b, dtype)
@@ -149,7 +170,7 @@ def moment_ode(
     ts = jnp.atleast_1d(jnp.asarray(ts, dtype))
     if ts.ndim != 1:
         raise ValueError(f"ts must be a 1-D array of times, got shape {tuple(ts.shape)}")
-    beta = 0.0 if feedback is None else float(feedback)
+    beta = 0.0 if feedback is None else jnp.asarray(feedback, dtype)
     order = m_init.shape[0] - 1
 
     m0, mu0, c0 = raw_to_central(m_init)

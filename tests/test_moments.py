@@ -165,6 +165,47 @@ def test_moment_ode_is_differentiable_in_the_diffusion_and_checks_a_concrete_one
             variance(bad)
 
 
+def test_moment_ode_gradients_where_the_rates_vanish_and_in_the_feedback():
+    """m1(T) = e^{aT} m1(0) + b m0 (e^{aT} − 1)/a with a = w + β: at a = 0, ∂m1/∂w = T m1(0) + b m0 T²/2
+    (MODEL.md §5.2). The select of T at a = 0 gave 0.6 instead of 2.0 here, the same at w + β = 0, and for
+    m2 with K > 0 (rate 2w) 3.68 instead of the 12.44 of finite differences. A traced β failed
+    (float(feedback)); its derivative is ∂m1/∂β = ∂m1/∂w without diffusion."""
+    m_init, T, b = jnp.array([1.0, 0.3, 0.5]), 2.0, 0.7
+
+    def moment(w, k, feedback=None, diffusion=0.0):
+        return mfj.moment_ode(w, b, m_init, jnp.array([T]), feedback=feedback, diffusion=diffusion)[0, k]
+
+    exact = T * 0.3 + b * T**2 / 2
+    np.testing.assert_allclose(jax.grad(moment)(0.0, 1), exact, rtol=1e-14)
+    np.testing.assert_allclose(jax.grad(moment)(0.5, 1, -0.5), exact, rtol=1e-14)
+    for w, k, fb, K in [(0.0, 2, None, 0.5), (0.0, 2, -0.3, 0.5), (1e-9, 1, None, 0.0), (-0.4, 2, 0.4, 0.2)]:
+        h = 1e-5
+        fd = (moment(w + h, k, fb, K) - moment(w - h, k, fb, K)) / (2 * h)
+        np.testing.assert_allclose(jax.grad(moment)(w, k, fb, K), fd, rtol=1e-8)
+    grad_beta = jax.grad(lambda beta: moment(-0.4, 1, beta))(0.1)
+    np.testing.assert_allclose(grad_beta, jax.grad(moment)(-0.4, 1, 0.1), rtol=1e-14)
+    jitted = jax.jit(lambda beta: moment(-0.4, 1, beta))
+    np.testing.assert_allclose(jitted(0.1), moment(-0.4, 1, 0.1), rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"w": float("nan")}, ValueError, "w must be finite, got w=nan"),
+        ({"b": float("inf")}, ValueError, "b must be finite, got b=inf"),
+        ({"feedback": float("nan")}, ValueError, "feedback must be finite"),
+        ({"feedback": "x"}, TypeError, "feedback must be a number, got str"),
+        ({"diffusion": True}, TypeError, "diffusion must be a number, got bool"),
+        ({"m_init": [1.0, float("nan"), 2.0]}, ValueError, "m_init must be finite, got 1 non-finite"),
+        ({"m_init": [0.0, 0.0, 0.0]}, ValueError, "m_init's mass m0 must be > 0, got m0=0.0"),
+    ],
+)
+def test_moment_ode_refuses_inputs_that_made_it_return_nan(kwargs, error, message):
+    args = {"w": -1.0, "b": 0.0, "m_init": U28, "ts": TS} | kwargs
+    with pytest.raises(error, match=message):
+        mfj.moment_ode(**args)
+
+
 def test_particle_moments_of_integer_data_do_not_overflow_and_need_a_particle():
     got = mfj.particle_moments(jnp.asarray([80, 90], dtype=jnp.int32), order=5)
     np.testing.assert_allclose(got, [(80**k + 90**k) / 2 for k in range(6)], rtol=1e-15)
