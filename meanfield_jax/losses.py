@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from .arguments import whole_number
+from .arguments import number, whole_number
 from .dispatch import jit
 from .grid import Grid1D
 
@@ -55,10 +55,10 @@ KL_FLOOR = 1e-30
 
 # ---- small differentiable pieces ---------------------------------------------------------------------
 def _safe_root(x: Array, p: float) -> Array:
-    """x^{1/p} for x ≥ 0 with derivative 0 (instead of ∞) at x = 0."""
+    """x^{1/p} for x ≥ 0 with derivative 0 (instead of ∞) at x = 0; NaN stays NaN."""
     if p == 1:
         return x
-    positive = x > 0
+    positive = ~(x <= 0)
     x_safe = jnp.where(positive, x, 1.0)
     return jnp.where(positive, jnp.sqrt(x_safe) if p == 2 else x_safe ** (1.0 / p), 0.0)
 
@@ -166,9 +166,9 @@ def kl(f: ArrayLike, g: ArrayLike, grid, floor: float = KL_FLOOR) -> Array:
 
 
 def _cdf_at_faces(f: Array) -> Array:
-    """F(x_{i−1/2}), i = 0..n, of the piecewise-constant density f normalised to unit mass."""
-    cumulative = jnp.concatenate([jnp.zeros((1,), f.dtype), jnp.cumsum(f)])
-    return cumulative / cumulative[-1]
+    """F(x_{i−1/2}), i = 0..n, of the piecewise-constant density f (last axis) normalised to unit mass."""
+    cumulative = jnp.concatenate([jnp.zeros((*f.shape[:-1], 1), f.dtype), jnp.cumsum(f, axis=-1)], axis=-1)
+    return cumulative / cumulative[..., -1:]
 
 
 def _quantile_on_pieces(F: Array, faces: Array, dx: float, lo: Array, hi: Array) -> tuple[Array, Array]:
@@ -188,9 +188,13 @@ def _quantile_on_pieces(F: Array, faces: Array, dx: float, lo: Array, hi: Array)
 
 @functools.partial(jit, static_argnames="p")
 def _wasserstein_1d_kernel(f: Array, g: Array, grid: Grid1D, p: int) -> Array:
-    F, G = _cdf_at_faces(f), _cdf_at_faces(g)
+    # both CDFs by one cumulative sum, so that equal densities have equal CDFs to the last bit (two sums
+    # could differ by round-off: a constant g's is folded by the compiler, summed in another order), and
+    # W_p and its gradient at f = g are exactly 0 (the derivative of |·| or √ of a residue is O(1) or more);
+    # F − G is taken as 0 where they are equal, as the compiler may contract the normalisations into it
+    F, G = _cdf_at_faces(jnp.stack([f, g]))
     if p == 1:
-        D = F - G
+        D = jnp.where(F == G, 0.0, F - G)
         return grid.dx * jnp.sum(_abs_linear_integral(D[:-1], D[1:]))
     s = jnp.sort(jnp.concatenate([F, G]))
     lo, hi = s[:-1], s[1:]
@@ -315,7 +319,8 @@ def sliced_wasserstein(
     """
     x, y = _clouds(x, y)
     num_projections = whole_number(num_projections, "num_projections")
-    if isinstance(p, bool) or not isinstance(p, int | float) or not (math.isfinite(p) and p >= 1):
+    p = number(p, "p")  # a NumPy or JAX scalar too; a float static argument (2 and 2.0 compile once)
+    if not (math.isfinite(p) and p >= 1):
         raise ValueError(f"p must be a number >= 1, got p={p!r}")
     if key is None:
         raise ValueError("key must be a PRNG key (jax.random.key), got None")
