@@ -165,6 +165,25 @@ def _save_checkpoint(path: str, state: PyTree, step: int, history: list[float]) 
         atomic_write(_sidecar(path), json.dumps(meta).encode())
 
 
+def _check_checkpoint_path(path: str, resume: bool) -> None:
+    """Before any step: refuse a checkpoint path that is a folder or cannot be written (found only when the
+    first checkpoint was saved, after the steps before it), and one that exists without ``resume`` (it
+    would be replaced by this run's state)."""
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path!r} is a folder; allowed: a file path")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ValueError(f"checkpoint {path!r}: its folder cannot be created ({reason})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"checkpoint {path!r}: its folder {folder!r} is not writable")
+    if not resume and (os.path.exists(path) or os.path.exists(_sidecar(path))):
+        raise ValueError(f"checkpoint {path!r} already exists: pass resume=True to continue from it, or "
+                         "choose a new path (an earlier run's checkpoint is never replaced)")
+
+
 def _load_checkpoint(path: str, like: PyTree, steps: int) -> tuple[PyTree, int, list[float]] | None:
     """(state, step, history) from ``path`` and its sidecar, or None if neither file exists."""
     have_leaves, have_meta = os.path.exists(path), os.path.exists(_sidecar(path))
@@ -252,7 +271,7 @@ def fit(
         steps: total number of steps (counting those already done when resuming), >= 0.
         progress: show a tqdm bar (or, without tqdm, print a line every ~10 % of the steps).
         checkpoint: file to save (params, optimiser state) to, with a ``.json`` sidecar; written every
-            ``checkpoint_every`` steps and at the end.
+            ``checkpoint_every`` steps and at the end. An existing one is refused unless ``resume``.
         checkpoint_every: positive number of steps between checkpoints (needs ``checkpoint``).
         resume: continue from ``checkpoint`` if it exists (else start from ``params``); the result is
             bitwise identical to an uninterrupted run.
@@ -299,6 +318,8 @@ def fit(
     extra_args = isinstance(optimizer, optax.GradientTransformationExtraArgs)
     stored_value = _stores_value(opt_state)
     path = None if checkpoint is None else os.fspath(checkpoint)
+    if path is not None:
+        _check_checkpoint_path(path, resume)
     start, history = 0, []
     if resume:
         restored = _load_checkpoint(path, (trainable, opt_state), steps)

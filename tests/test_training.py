@@ -156,6 +156,28 @@ def test_resume_without_a_checkpoint_on_disk_starts_from_params(tmp_path):
     assert json.loads((tmp_path / "new.eqx.json").read_text())["step"] == 5
 
 
+def test_an_existing_checkpoint_is_never_replaced_and_a_bad_path_is_refused_before_any_step(tmp_path):
+    """Without resume, fit wrote over an earlier run's checkpoint (steps=0 put step 0 in place of step 50);
+    a checkpoint path that was a folder failed only at the first save, after the steps before it."""
+    path = tmp_path / "state.eqx"
+    fit(X0, quadratic, SGD, steps=3, progress=False, checkpoint=path)
+    saved = path.read_bytes(), (tmp_path / "state.eqx.json").read_bytes()
+    steps_taken = []
+    for bad, message in [
+        (path, "already exists: pass resume=True"),
+        (tmp_path, "is a folder; allowed: a file path"),
+        (path / "inner.eqx", "its folder cannot be created"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            fit(X0, quadratic, SGD, steps=0, progress=False, checkpoint=bad,
+                callback=lambda k, p, loss: steps_taken.append(k))
+    assert steps_taken == []
+    assert (path.read_bytes(), (tmp_path / "state.eqx.json").read_bytes()) == saved
+    (tmp_path / "lone.eqx.json").write_text("{}")  # a sidecar alone is an earlier run's too
+    with pytest.raises(ValueError, match="already exists"):
+        fit(X0, quadratic, SGD, steps=1, progress=False, checkpoint=tmp_path / "lone.eqx")
+
+
 def test_resume_rejects_a_mismatched_or_corrupted_checkpoint(tmp_path):
     path = tmp_path / "state.eqx"
     fit(X0, quadratic, SGD, steps=3, progress=False, checkpoint=path)
