@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["concrete_scalar", "finite_values", "number", "whole_number"]
+__all__ = ["boolean", "concrete_scalar", "finite_values", "interval", "number", "whole_number"]
 
 
 def concrete_scalar(x: Any) -> float | None:
@@ -29,6 +29,24 @@ def number(value: Any, name: str) -> float:
         return float(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}") from exc
+
+
+def boolean(value: Any, name: str) -> bool:
+    """``value`` if it is True or False (a NumPy bool too), else a TypeError naming it (a string such as
+    "no" would otherwise count as true)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {name}={value!r}")
+    return bool(value)
+
+
+def interval(low: Any, high: Any) -> None:
+    """Concrete ``low`` and ``high`` must be finite numbers with low < high (a TypeError or ValueError naming
+    them); traced ones pass."""
+    if isinstance(low, jax.core.Tracer) or isinstance(high, jax.core.Tracer):
+        return
+    lo, hi = number(low, "low"), number(high, "high")
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"low and high must be finite with low < high, got low={low!r}, high={high!r}")
 
 
 def finite_values(x: Any, name: str) -> np.ndarray | None:

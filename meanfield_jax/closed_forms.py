@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .arguments import whole_number
+from .arguments import finite_values, whole_number
 
 __all__ = [
     "asymptotic_energy_bias",
@@ -70,17 +70,19 @@ def _log1p_over(u: Array) -> Array:
 
 
 # ---- validation of concrete inputs (traced values pass unchecked) ------------------------------------
-def _concrete(value) -> np.ndarray | None:
+def _concrete(value, name: str) -> np.ndarray | None:
     if isinstance(value, jax.core.Tracer):
         return None
+    if isinstance(value, str | bytes | bool | np.bool_):  # a bool would count as 0 or 1
+        raise TypeError(f"{name} must be a real number or array, got {type(value).__name__}")
     try:
         return np.asarray(value, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"expected a real number or array, got {type(value).__name__}") from exc
+        raise TypeError(f"{name} must be a real number or array, got {type(value).__name__}") from exc
 
 
 def _require(value, name: str, condition, allowed: str) -> None:
-    arr = _concrete(value)
+    arr = _concrete(value, name)
     if arr is not None and not np.all(np.isfinite(arr) & condition(arr)):
         raise ValueError(f"{name} must be {allowed}, got {name}={value!r}")
 
@@ -163,6 +165,11 @@ def least_squares_line(x: ArrayLike, y: ArrayLike) -> tuple[Array, Array]:
         raise ValueError(f"x must have shape (n,) with n >= 2, got shape {tuple(x.shape)}")
     if y.shape != x.shape:
         raise ValueError(f"y must have the shape of x {tuple(x.shape)}, got shape {tuple(y.shape)}")
+    finite_values(y, "y")
+    values = finite_values(x, "x")
+    if values is not None and np.all(values == values[0]):
+        raise ValueError(f"x must not be all equal (the slope is undefined), got x = {float(values[0])!r} "
+                         "throughout")
     dtype = jnp.result_type(x, y, float)
     x, y = x.astype(dtype), y.astype(dtype)
     dx, dy = x - jnp.mean(x), y - jnp.mean(y)

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
+from .arguments import interval, number, whole_number
+
 __all__ = ["TABLE1", "classify_vehicles", "regression_cloud", "table1_lengths", "uniform_density",
            "vehicle_lengths"]
 
@@ -30,6 +32,8 @@ def table1_lengths() -> tuple[np.ndarray, np.ndarray]:
 
 def vehicle_lengths(key: PRNGKeyArray, n: int = 50, low: float = 2.0, high: float = 8.0) -> Array:
     """n vehicle lengths drawn uniformly from [low, high] (Fig. 3: 50 vehicles in [2, 8])."""
+    n = whole_number(n, "n")
+    interval(low, high)
     return jax.random.uniform(key, (n,), minval=low, maxval=high)
 
 
@@ -41,6 +45,10 @@ def classify_vehicles(lengths, threshold: float = 5.0) -> np.ndarray:
 def regression_cloud(key: PRNGKeyArray, n: int = 5000, noise: float = 0.1, low: float = 0.0,
                      high: float = 1.0) -> Array:
     """Points (x, y) with x ~ U[low, high] and y = x + ε, ε ~ N(0, noise²); shape (n, 2) (Fig. 5)."""
+    n = whole_number(n, "n")
+    interval(low, high)
+    if not isinstance(noise, jax.core.Tracer) and not (number(noise, "noise") >= 0 and np.isfinite(noise)):
+        raise ValueError(f"noise must be a finite number >= 0, got noise={noise!r}")
     kx, ke = jax.random.split(key)
     x = jax.random.uniform(kx, (n,), minval=low, maxval=high)
     return jnp.stack([x, x + noise * jax.random.normal(ke, (n,))], axis=1)
@@ -48,4 +56,5 @@ def regression_cloud(key: PRNGKeyArray, n: int = 5000, noise: float = 0.1, low: 
 
 def uniform_density(low: float, high: float):
     """The density of U[low, high] as a function of x (for ``Grid1D.project``)."""
+    interval(low, high)
     return lambda x: jnp.where((x >= low) & (x <= high), 1.0 / (high - low), 0.0)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from .arguments import number, whole_number
+from .arguments import boolean, number, whole_number
 from .dispatch import jit
 from .grid import Grid1D
 
@@ -139,7 +139,7 @@ def l2(f: ArrayLike, g: ArrayLike, grid, squared: bool = False) -> Array:
     integral of the underlying smooth densities. ``squared=True`` returns ∫ (f − g)² dx.
     """
     f, g = _grid_density(f, grid, "f"), _grid_density(g, grid, "g")
-    return _l2_kernel(f, g, grid, bool(squared))
+    return _l2_kernel(f, g, grid, boolean(squared, "squared"))
 
 
 @jit
@@ -219,7 +219,7 @@ def wasserstein_1d(f: ArrayLike, g: ArrayLike, grid: Grid1D, p: int = 1) -> Arra
     """
     if not isinstance(grid, Grid1D):
         raise ValueError(f"wasserstein_1d needs a Grid1D, got grid of type {type(grid).__name__}")
-    if p not in (1, 2):
+    if isinstance(p, bool) or p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got p={p!r}")
     f, g = _grid_density(f, grid, "f"), _grid_density(g, grid, "g")
     return _wasserstein_1d_kernel(f, g, grid, int(p))

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .arguments import whole_number
+from .arguments import boolean, whole_number
 from .atomic import atomic_write, termination_deferred
 from .dispatch import filter_jit
 
@@ -239,12 +239,6 @@ class _Progress:
 
 
 # ---- the loop ----------------------------------------------------------------------------------------
-def _check_bool(value, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {name}={value!r}")
-    return bool(value)
-
-
 def _strong(leaf):
     """The leaf as a JAX array of its own dtype (drops weak typing so restored leaves trace identically)."""
     return jnp.asarray(leaf, dtype=jnp.asarray(leaf).dtype)
@@ -288,8 +282,8 @@ def fit(
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable (params -> scalar), got {type(loss_fn).__name__}")
     steps = whole_number(steps, "steps", minimum=0)
-    progress = _check_bool(progress, "progress")
-    resume = _check_bool(resume, "resume")
+    progress = boolean(progress, "progress")
+    resume = boolean(resume, "resume")
     if checkpoint is not None and not isinstance(checkpoint, str | os.PathLike):
         raise TypeError(f"checkpoint must be a file path or None, got {type(checkpoint).__name__}")
     if checkpoint_every is not None:

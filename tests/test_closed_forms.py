@@ -168,3 +168,31 @@ def test_bad_inputs_are_rejected_with_the_argument_named():
         cf.least_squares_line(jnp.zeros(3), jnp.zeros(4))
     with pytest.raises(ValueError, match="mud must be finite"):
         cf.desired_mean_bias(0.1, 0.0, math.inf, 1.0)
+    # a bool ran as 0 or 1, a string failed with "Only integer scalar arrays ..."
+    for bad in (True, "1"):
+        with pytest.raises(TypeError, match="T must be a real number or array"):
+            cf.line_map(1.0, 1.0, T=bad)
+    # these returned (nan, nan)
+    with pytest.raises(ValueError, match="x must not be all equal"):
+        cf.least_squares_line(jnp.ones(4), jnp.arange(4.0))
+    with pytest.raises(ValueError, match="y must be finite, got 1 non-finite"):
+        cf.least_squares_line(jnp.arange(4.0), jnp.array([0.0, 1.0, math.nan, 3.0]))
+
+
+def test_data_sets_refuse_what_would_give_wrong_samples():
+    """U[8, 2] gave 8 for every vehicle, n = -1 an MLIR error, n = True one vehicle, NaN bounds NaN data."""
+    from meanfield_jax import data
+
+    key = jax.random.key(0)
+    for call, message in [
+        (lambda: data.vehicle_lengths(key, 5, low=8.0, high=2.0), "low < high, got low=8.0, high=2.0"),
+        (lambda: data.vehicle_lengths(key, 3, low=math.nan), "low and high must be finite"),
+        (lambda: data.vehicle_lengths(key, -1), "n must be a positive integer, got n=-1"),
+        (lambda: data.regression_cloud(key, True), "n must be a positive integer, got n=True"),
+        (lambda: data.regression_cloud(key, 4, noise=math.nan), "noise must be a finite number >= 0"),
+        (lambda: data.uniform_density(2.0, 2.0), "low < high, got low=2.0, high=2.0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call()
+    lengths = data.vehicle_lengths(key, np.int64(400), low=2.0, high=8.0)
+    assert lengths.shape == (400,) and 2.0 <= float(lengths.min()) and float(lengths.max()) <= 8.0

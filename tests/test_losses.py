@@ -333,8 +333,11 @@ def test_bad_inputs_are_rejected_with_the_argument_named():
         losses.l2(f, g[:-1], grid)
     with pytest.raises(ValueError, match="f must have the grid's shape"):
         losses.kl(f[None], g, grid)
-    with pytest.raises(ValueError, match="p must be 1 or 2"):
-        losses.wasserstein_1d(f, g, grid, p=3)
+    for p in (3, True):  # True ran as p = 1
+        with pytest.raises(ValueError, match="p must be 1 or 2"):
+            losses.wasserstein_1d(f, g, grid, p=p)
+    with pytest.raises(TypeError, match="squared must be True or False, got squared='no'"):
+        losses.l2(f, g, grid, squared="no")
     grid2 = mfj.Grid2D((0, 1, 4), (0, 1, 4))
     with pytest.raises(ValueError, match="needs a Grid1D"):
         losses.wasserstein_1d(jnp.ones((4, 4)), jnp.ones((4, 4)), grid2)
