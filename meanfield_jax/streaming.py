@@ -15,6 +15,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +42,31 @@ SOLVERS: dict[str, Callable[..., KineticSolution]] = {
 }
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # in the repr of a function or object: differs between runs
+
+
+def _hash_value(digest, value, depth: int = 0) -> None:
+    """Hash ``value`` by what determines it: its arrays by their bytes, a Python function by its code and the
+    values it closes over, anything else (and the tree's structure) by its repr without memory addresses.
+    Options hashed by their repr alone matched for a different K that is an equinox Module (its repr shows an
+    array's shape, not its values), and never for a function (its repr shows its address)."""
+    leaves, treedef = jax.tree_util.tree_flatten(value)
+    digest.update(_ADDRESS.sub("", str(treedef)).encode())
+    for leaf in leaves:
+        if isinstance(leaf, np.ndarray | np.generic | jax.Array):
+            arr = np.asarray(leaf)
+            digest.update(str((arr.shape, arr.dtype)).encode())
+            digest.update(arr.tobytes())
+        elif isinstance(leaf, types.FunctionType) and depth < 8:
+            code = leaf.__code__
+            digest.update(f"{leaf.__module__}.{leaf.__qualname__}".encode() + code.co_code)
+            digest.update(_ADDRESS.sub("", repr(code.co_consts)).encode())
+            for cell in leaf.__closure__ or ():
+                _hash_value(digest, cell.cell_contents, depth + 1)
+        else:
+            digest.update(_ADDRESS.sub("", repr(leaf)).encode())
+
+
 def _fingerprint(solver: str, field, f0, grid, save: np.ndarray, options: dict) -> str:
     """A hash of everything that determines the result, so a resume cannot mix two problems."""
     digest = hashlib.sha256()
@@ -48,8 +75,11 @@ def _fingerprint(solver: str, field, f0, grid, save: np.ndarray, options: dict) 
         digest.update(str((arr.shape, arr.dtype)).encode())
         digest.update(arr.tobytes())
     static = (solver, type(field).__name__, getattr(field, "activation", None), field.T, field.feedback,
-              repr(grid), save.tolist(), sorted((k, repr(v)) for k, v in options.items()))
+              repr(grid), save.tolist())
     digest.update(repr(static).encode())
+    for key in sorted(options):
+        digest.update(key.encode())
+        _hash_value(digest, options[key])
     return digest.hexdigest()
 
 
@@ -72,7 +102,9 @@ def solve_streamed(
         save_at: increasing save times (at least two).
         folder: where the chunks and the manifest go; it must not exist unless ``resume=True``.
         chunk: save times per chunk (>= 1).
-        resume: continue a run recorded in ``folder`` (same problem: checked by a fingerprint).
+        resume: continue a run recorded in ``folder`` (same problem: checked by a fingerprint of the field,
+            f0, grid, save times and options, arrays by their values and a function K(x) by its code and the
+            values it closes over).
         options: further keyword arguments of the solver (scheme, cfl, diffusion, ...).
 
     Returns:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -294,6 +295,51 @@ def test_streamed_fokker_planck_matches_one_solve(tmp_path):
     streamed = streaming.solve_streamed("fokker_planck", field, f0, grid, save, tmp_path / "fp", chunk=4,
                                         diffusion=0.2)
     np.testing.assert_allclose(streamed.f, whole.f, rtol=0, atol=1e-14)
+
+
+class _QuadraticDiffusion(eqx.Module):
+    c: jax.Array
+
+    def __call__(self, x):
+        return self.c[0] + self.c[1] * x**2
+
+
+def _quadratic_diffusion(x):
+    return 0.2 + 0.1 * x**2
+
+
+def test_streamed_fingerprint_knows_a_diffusion_by_its_values_and_code():
+    """The options were hashed by their repr: a K that is an equinox Module with other values had the same
+    repr (f64[2]) and resumed another problem's run, and a function's repr holds its address, so a run with
+    K(x) could never be resumed in a new process."""
+    from meanfield_jax.streaming import _fingerprint
+
+    grid, field, f0, save = _streaming_problem()
+
+    def fingerprint(K):
+        return _fingerprint("fokker_planck", field, f0, grid, save, {"diffusion": K, "cfl": 0.4})
+
+    module = fingerprint(_QuadraticDiffusion(jnp.array([0.2, 0.1])))
+    assert module == fingerprint(_QuadraticDiffusion(jnp.array([0.2, 0.1])))
+    assert module != fingerprint(_QuadraticDiffusion(jnp.array([2.0, 0.0])))
+    scale = 0.5
+    closes_over = fingerprint(lambda x: scale * x**2)
+    scale = 0.6
+    assert closes_over != fingerprint(lambda x: scale * x**2)
+    assert fingerprint(lambda x: x**2) != fingerprint(lambda x: x**3)
+    script = textwrap.dedent(f"""
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_reliability import _quadratic_diffusion, _streaming_problem
+        from meanfield_jax.streaming import _fingerprint
+        grid, field, f0, save = _streaming_problem()
+        options = {{"diffusion": _quadratic_diffusion, "cfl": 0.4}}
+        print(_fingerprint("fokker_planck", field, f0, grid, save, options))
+    """)
+    other_process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert other_process.stdout.strip() == fingerprint(_quadratic_diffusion)
 
 
 @pytest.mark.parametrize("solver", ["vlasov", "fokker_planck"])
