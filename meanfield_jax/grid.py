@@ -28,9 +28,30 @@ def _check_axis(lo, hi, n, name: str) -> tuple[float, float, int]:
         raise ValueError(f"{name}: bounds must be finite, got lo={lo}, hi={hi}")
     if lo >= hi:
         raise ValueError(f"{name}: need lo < hi, got lo={lo}, hi={hi}")
+    if not math.isfinite(hi - lo):
+        raise ValueError(f"{name}: the length hi - lo must be finite, got lo={lo}, hi={hi}")
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
         raise ValueError(f"{name}: the number of cells must be an integer >= 2, got n={n!r}")
     return lo, hi, int(n)
+
+
+def _cell_index(x: Array, axis: Grid1D) -> tuple[Array, Array]:
+    """The cell of each coordinate on ``axis`` (x = hi in the last cell, as NumPy's histogram has it), and
+    whether it is on the grid at all (not outside [lo, hi], not NaN: a NaN's cell index came out as 0)."""
+    idx = jnp.where(x == axis.hi, axis.n - 1, jnp.floor((x - axis.lo) / axis.dx)).astype(jnp.int32)
+    return idx, (x >= axis.lo) & (x <= axis.hi)
+
+
+def _sample_weights(n: int, weights: ArrayLike | None, dtype) -> Array:
+    """Each sample's share of the unit mass: equal, or ``weights`` normalised to sum 1."""
+    if n == 0:
+        raise ValueError("from_samples needs at least one sample, got none")
+    if weights is None:
+        return jnp.full((n,), 1.0 / n, dtype)
+    w = jnp.asarray(weights, dtype)
+    if w.shape != (n,):
+        raise ValueError(f"weights must have shape ({n},), one per sample, got shape {tuple(w.shape)}")
+    return w / jnp.sum(w)
 
 
 def _gauss_nodes(a: Array, h: float, order: int) -> tuple[Array, Array]:
@@ -87,21 +108,27 @@ class Grid1D(eqx.Module):
     def project(self, fn: Callable[[Array], Array], order: int = 4) -> Array:
         """Cell averages (1/Δx) ∫_cell fn(x) dx by ``order``-point Gauss–Legendre quadrature."""
         xq, wq = _gauss_nodes(self.faces[:-1], self.dx, order)
-        return jnp.asarray(fn(xq)) @ wq
+        return jnp.broadcast_to(jnp.asarray(fn(xq)), xq.shape) @ wq  # fn may return a constant
 
     def from_samples(self, x: ArrayLike, weights: ArrayLike | None = None, bandwidth: float | None = None):
-        """Density of particles x (shape (n,) or (n, 1)) as cell averages, normalised to mass 1.
+        """Density of particles x (shape (n,) or (n, 1)) as cell averages, normalised to mass 1 (the
+        ``weights``, if given, are normalised to sum 1).
 
-        With ``bandwidth=None`` this is the histogram on the grid (mass outside [lo, hi] is dropped);
-        with a bandwidth h, the exact cell averages of a Gaussian kernel density estimate.
+        With ``bandwidth=None`` this is the histogram on the grid (mass outside [lo, hi] is dropped, and a
+        sample at x = hi is in the last cell); with a bandwidth h > 0, the exact cell averages of a Gaussian
+        kernel density estimate.
         """
-        x = jnp.asarray(x).reshape(-1)
-        w = jnp.full(x.shape, 1.0 / x.shape[0], x.dtype) if weights is None else jnp.asarray(weights)
+        x = jnp.asarray(x)
+        if x.ndim not in (1, 2) or (x.ndim == 2 and x.shape[1] != 1):
+            raise ValueError(f"x must have shape (n,) or (n, 1) on a Grid1D, got shape {tuple(x.shape)}")
+        x = x.reshape(-1)
+        w = _sample_weights(x.shape[0], weights, jnp.result_type(x, float))
         if bandwidth is None:
-            idx = jnp.floor((x - self.lo) / self.dx).astype(jnp.int32)
-            inside = (idx >= 0) & (idx < self.n)
-            counts = jnp.zeros(self.n, x.dtype).at[jnp.where(inside, idx, 0)].add(jnp.where(inside, w, 0.0))
+            idx, inside = _cell_index(x, self)
+            counts = jnp.zeros(self.n, w.dtype).at[jnp.where(inside, idx, 0)].add(jnp.where(inside, w, 0.0))
             return counts / self.dx
+        if isinstance(bandwidth, bool) or not (float(bandwidth) > 0 and math.isfinite(float(bandwidth))):
+            raise ValueError(f"bandwidth must be a finite number > 0 or None, got bandwidth={bandwidth!r}")
         from jax.scipy.special import ndtr
 
         cdf = ndtr((self.faces[:, None] - x[None, :]) / bandwidth) @ w
@@ -171,13 +198,15 @@ class Grid2D(eqx.Module):
         return jnp.einsum("ijab,a,b->ij", jnp.broadcast_to(vals, (*self.shape, order, order)), wx, wy)
 
     def from_samples(self, xy: ArrayLike, weights: ArrayLike | None = None) -> Array:
-        """2-D histogram of particles xy (n, 2) as cell averages, normalised to mass 1."""
+        """2-D histogram of particles xy (n, 2) as cell averages, normalised to mass 1 (as in 1-D: weights
+        normalised, mass outside dropped, the upper edges in the last cells)."""
         xy = jnp.asarray(xy)
-        w = jnp.full(xy.shape[:1], 1.0 / xy.shape[0], xy.dtype) if weights is None else jnp.asarray(weights)
-        i = jnp.floor((xy[:, 0] - self.xaxis.lo) / self.dx).astype(jnp.int32)
-        j = jnp.floor((xy[:, 1] - self.yaxis.lo) / self.dy).astype(jnp.int32)
-        inside = (i >= 0) & (i < self.shape[0]) & (j >= 0) & (j < self.shape[1])
-        counts = jnp.zeros(self.shape, xy.dtype).at[jnp.where(inside, i, 0), jnp.where(inside, j, 0)].add(
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise ValueError(f"xy must have shape (n, 2) on a Grid2D, got shape {tuple(xy.shape)}")
+        w = _sample_weights(xy.shape[0], weights, jnp.result_type(xy, float))
+        (i, inside_x), (j, inside_y) = _cell_index(xy[:, 0], self.xaxis), _cell_index(xy[:, 1], self.yaxis)
+        inside = inside_x & inside_y
+        counts = jnp.zeros(self.shape, w.dtype).at[jnp.where(inside, i, 0), jnp.where(inside, j, 0)].add(
             jnp.where(inside, w, 0.0)
         )
         return counts / self.cell_volume

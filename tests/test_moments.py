@@ -146,6 +146,34 @@ def test_grid_project_is_exact_on_polynomials_and_from_samples_is_normalised():
         mfj.Grid1D(0.0, 1.0, 1)
     with pytest.raises(ValueError, match="finite"):
         mfj.Grid2D((0.0, np.inf, 4), (0.0, 1.0, 4))
+    with pytest.raises(ValueError, match="the length hi - lo must be finite"):  # dx was inf
+        mfj.Grid1D(-1e308, 1e308, 10)
+
+
+def test_histograms_of_samples_against_numpy():
+    """A NaN sample was counted in the first cell, a sample at x = hi dropped, weights not normalised (mass
+    3 for three unit weights), a negative bandwidth gave negative densities, an (n, 2) x was flattened, and a
+    constant fn could not be projected."""
+    grid = mfj.Grid1D(-3.0, 3.0, 6)
+    x = np.array([np.nan, -3.0, -0.5, 0.5, 0.5, 2.9, 3.0, 3.5])
+    weights = np.arange(1.0, 9.0)
+    kept = np.isfinite(x) & (x >= -3.0) & (x <= 3.0)
+    expected = np.histogram(x[kept], bins=6, range=(-3.0, 3.0), weights=weights[kept])[0] / weights.sum()
+    np.testing.assert_allclose(grid.from_samples(x, weights=weights) * grid.dx, expected, rtol=1e-15)
+    grid2 = mfj.Grid2D((0.0, 1.0, 2), (0.0, 2.0, 2))
+    xy = np.array([[np.nan, 0.5], [0.5, np.nan], [1.0, 2.0], [0.25, 0.5], [0.75, 0.5]])
+    keep = np.all(np.isfinite(xy), axis=1)
+    expected_2d = np.histogram2d(xy[keep, 0], xy[keep, 1], bins=2, range=[[0, 1], [0, 2]])[0] / len(xy)
+    np.testing.assert_allclose(grid2.from_samples(xy) * grid2.cell_volume, expected_2d, rtol=1e-15)
+    for call, message in [
+        (lambda: grid.from_samples(x[1:], bandwidth=-0.5), "bandwidth must be a finite number > 0"),
+        (lambda: grid.from_samples(np.zeros((4, 2))), r"x must have shape \(n,\) or \(n, 1\)"),
+        (lambda: grid.from_samples(np.zeros(0)), "at least one sample"),
+        (lambda: grid.from_samples(x, weights=weights[:3]), r"weights must have shape \(8,\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            call()
+    np.testing.assert_allclose(grid.project(lambda x: 0.25), np.full(6, 0.25))
 
 
 def test_moment_ode_is_differentiable_in_the_diffusion_and_checks_a_concrete_one():
