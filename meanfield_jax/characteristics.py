@@ -3,7 +3,7 @@
 With z = w x + b one has ż = w σ(z), which integrates in closed form:
 
 * identity: X = e^{wt} x0 + (b/w)(e^{wt} − 1)   (x0 + b t for w = 0)
-* tanh:     sinh(w X + b) = sinh(w x0 + b) e^{wt}
+* tanh:     sinh(w X + b) = sinh(w x0 + b) e^{wt}   (in logarithms where the right side would overflow)
 * relu:     X = x0 where w x0 + b ≤ 0, else w X + b = (w x0 + b) e^{wt}
 
 The push-forward of a law with CDF F0 then has the CDF F(t, x) = F0(X_{−t}(x)) when X_t is increasing
@@ -12,24 +12,43 @@ The push-forward of a law with CDF F0 then has the CDF F(t, x) = F0(X_{−t}(x))
 
 from __future__ import annotations
 
+import math
+
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike
 
+from .arguments import concrete_scalar
+from .closed_forms import phi1
+
 __all__ = ["characteristic"]
+
+# beyond e^20, arcsinh(S) = log S + log 2 and sinh(a) = e^a/2 to rounding
+_LOG_SPACE_FROM = 20.0
+
+
+def _arcsinh_of_scaled_sinh(z0: Array, wt: Array) -> Array:
+    """arcsinh(sinh(z0) e^{wt}), also where the product overflows (|z0| + wt beyond ~710 in float64): there
+    it is sign(z0) (log |sinh z0| + wt + log 2)."""
+    a = jnp.abs(z0)
+    far = a > _LOG_SPACE_FROM
+    log_sinh = jnp.where(far, a - math.log(2.0), jnp.log(jnp.sinh(jnp.where(far | (a == 0), 1.0, a))))
+    large = (log_sinh + wt > _LOG_SPACE_FROM) & (a > 0)
+    asymptotic = jnp.sign(z0) * (jnp.where(large, log_sinh + wt, 0.0) + math.log(2.0))
+    direct = jnp.arcsinh(jnp.sinh(jnp.where(large, 0.0, z0)) * jnp.exp(jnp.where(large | (a == 0), 0.0, wt)))
+    return jnp.where(large, asymptotic, direct)
 
 
 def characteristic(activation: str, w: float, b: float, x0: ArrayLike, t: float) -> Array:
-    """X_t(x0) for σ in {identity, tanh, relu} with w ≠ 0 (identity also allows w = 0)."""
+    """X_t(x0) for σ in {identity, tanh, relu} with w ≠ 0 (identity also allows w = 0); w, b, x0 and t
+    may be traced (jit, vmap, grad)."""
     x0 = jnp.asarray(x0)
-    if activation == "identity":
-        if w == 0:
-            return x0 + b * t
-        return jnp.exp(w * t) * x0 + (b / w) * jnp.expm1(w * t)
-    if w == 0:
+    if activation == "identity":  # (b/w)(e^{wt} − 1) = b t φ₁(wt), which is b t at w = 0
+        return jnp.exp(w * t) * x0 + b * t * phi1(w * t)
+    if concrete_scalar(w) == 0:
         raise ValueError(f"the exact characteristic of {activation!r} needs w != 0")
     z0 = w * x0 + b
     if activation == "tanh":
-        return (jnp.arcsinh(jnp.sinh(z0) * jnp.exp(w * t)) - b) / w
+        return (_arcsinh_of_scaled_sinh(z0, w * t) - b) / w
     if activation == "relu":
         return jnp.where(z0 <= 0, x0, (z0 * jnp.exp(w * t) - b) / w)
     raise ValueError(f"no closed-form characteristic for activation {activation!r}; use identity, tanh, relu")
