@@ -155,7 +155,7 @@ def _checked_diffusion(diffusion: Any, strict: bool) -> Diffusion:
         return diffusion
     try:
         K = jnp.asarray(diffusion)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # None is a ValueError ("not a valid value for jnp.array")
         raise TypeError(
             f"diffusion must be a number, a 0-d array or a callable K(x), got {type(diffusion).__name__}"
         ) from exc

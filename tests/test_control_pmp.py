@@ -189,6 +189,24 @@ def test_kinetic_substep_budget_is_checked():
     field = mfj.NeuralField.constant(0.0, 0.7, num_layers=2, T=1.0, activation="identity")
     with pytest.raises(RuntimeError, match="max_substeps=1"):
         costate(field, [0.0, 1.0], [1.0, 0.0], method="kinetic", grid=SMALL_GRID, max_substeps=1)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="max_substeps=1"):  # the same check, compiled
+        eqx.filter_jit(lambda b: costate(mfj.NeuralField.constant(0.0, b, num_layers=2, T=1.0), [0.0, 1.0],
+                                  [1.0, 0.0], method="kinetic", grid=SMALL_GRID, max_substeps=1))(0.7)
+
+
+@pytest.mark.parametrize("method", ["particles", "kinetic"])
+def test_costate_under_jit_equals_the_eager_call(method):
+    """The sub-step check called bool() on a traced flag: TracerBoolConversionError under jax.jit."""
+    x, y = jnp.linspace(-1.0, 1.0, 6)[:, None], 2.0 * jnp.sign(jnp.linspace(-1.0, 1.0, 6))[:, None]
+
+    def run(W):
+        field = mfj.NeuralField(W, jnp.zeros((3, 1)), activation="tanh", T=1.0)
+        kwargs = {"grid": SMALL_GRID, "max_substeps": 64} if method == "kinetic" else {}  # a traced W
+        return costate(field, x, y, method=method, **kwargs)
+
+    W = -0.5 * jnp.ones((3, 1, 1))
+    for eager, compiled in zip(run(W), jax.jit(run)(W)):
+        np.testing.assert_allclose(compiled, eager, rtol=1e-13, atol=1e-15)
 
 
 def test_hessian_min_eigenvalue_matches_finite_differences(bimodal):
@@ -236,6 +254,8 @@ def test_bimodal_data_follows_the_truncated_gaussian_law():
         ({"method": "kinetic", "grid": mfj.Grid1D(0, 1, 4)}, TypeError, "grid must be a Grid2D"),
         ({"method": "kinetic", "cfl": 1.5}, ValueError, "cfl must be in"),
         ({"step_size": 0.0}, ValueError, "step_size must be a finite number > 0"),
+        ({"x": np.array([[0.0], [np.nan], [1.0], [2.0]])}, ValueError, "x must be finite, got 1 non-finite"),
+        ({"y": np.full((4, 1), np.inf)}, ValueError, "y must be finite, got 4 non-finite"),
     ],
 )
 def test_bad_input_is_rejected(tanh_field, kwargs, error, match):

@@ -662,6 +662,13 @@ def test_bad_input_is_rejected_with_the_argument_named(kwargs, name):
         solve_fokker_planck(**args)
 
 
+def test_a_diffusion_that_is_not_a_number_is_named():
+    """None failed with "None is not a valid value for jnp.array", which does not say which argument."""
+    for bad in (None, "x"):
+        with pytest.raises(TypeError, match="diffusion must be a number, a 0-d array or a callable K"):
+            solve_fokker_planck(V_FIELD, V_F0, V_GRID, bad)
+
+
 def test_steady_state_rejects_feedback_zero_diffusion_and_bad_layer():
     with pytest.raises(ValueError, match="feedback"):
         fokker_planck_steady_state(mfj.NeuralField(-1.0, 0.0, feedback=-1.0), V_GRID, 0.5)

@@ -35,6 +35,7 @@ cannot diverge in the non-convex, low-regularisation regime. Everything runs in 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -43,7 +44,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PyTree
 
-from ..arguments import number, whole_number
+from ..arguments import finite_values, number, whole_number
 from ..dispatch import filter_jit
 from ..field import AbstractField
 from ..grid import Grid2D
@@ -184,6 +185,7 @@ def _as_points(value: ArrayLike, name: str, d: int, dtype) -> Array:
             f"{name} must have shape (n, d) with n >= 1 and d = {d} (the field's dimension), "
             f"got shape {tuple(arr.shape)}"
         )
+    finite_values(arr, name)
     return arr.astype(dtype)
 
 
@@ -253,8 +255,7 @@ def costate(
     x, y, _ = _check_problem(field, x, y, 0.0)
     rule = _costate_rule(method, field, grid, cfl, max_substeps)
     states, costates, ok = _states_and_costates(field, x, y, rule)
-    _raise_if_substeps_ran_out(ok, rule)
-    return states, costates
+    return _checked_substeps(ok, rule, (states, costates))
 
 
 def hamiltonian_gradient(field: AbstractField, states: Array, costates: Array, reg: float) -> AbstractField:
@@ -265,12 +266,17 @@ def hamiltonian_gradient(field: AbstractField, states: Array, costates: Array, r
     return eqx.combine(grad, static)
 
 
-def _raise_if_substeps_ran_out(ok: Array, rule: CostateRule) -> None:
+def _checked_substeps(ok: Array, rule: CostateRule, outputs: Any) -> Any:
+    """``outputs``, once checked that the kinetic costate's sub-steps sufficed: a RuntimeError now when
+    ``ok`` is concrete, a runtime error of the compiled program when it is traced (under jax.jit)."""
+    bound = getattr(rule, "max_substeps", None)  # the particle rule has no sub-steps: ok is always true
+    message = (f"the kinetic costate needed more than max_substeps={bound} upwind sub-steps on some layer "
+               "(the velocities grew); pass a larger max_substeps")
+    if isinstance(ok, jax.core.Tracer):
+        return eqx.error_if(outputs, ~ok, message)
     if not bool(ok):
-        raise RuntimeError(
-            f"the kinetic costate needed more than max_substeps={rule.max_substeps} upwind sub-steps on some "
-            "layer (the velocities grew); pass a larger max_substeps"
-        )
+        raise RuntimeError(message)
+    return outputs
 
 
 # ---- the sweep -------------------------------------------------------------------------------------------
@@ -415,7 +421,7 @@ def solve_pmp(
         max_backtracks,
         rule,
     )
-    _raise_if_substeps_ran_out(ok, rule)
+    _checked_substeps(ok, rule, None)
     return PMPResult(
         field=final,
         history=np.asarray(history),
