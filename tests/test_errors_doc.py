@@ -53,6 +53,24 @@ def _non_empty_out():
             os.chdir(cwd)
 
 
+def _existing_checkpoint():
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            Path("state.eqx").write_bytes(b"an earlier run's")
+            mfj.fit(jnp.ones(2), jnp.sum, steps=1, progress=False, checkpoint="state.eqx")
+        finally:
+            os.chdir(cwd)
+
+
+def _fig9_with(override):
+    from meanfield_jax.experiments import EXPERIMENTS
+
+    cfg = apply_overrides(load_config(ROOT / "configs" / "fig9_fokker_planck.yaml"), [override])
+    EXPERIMENTS[cfg.experiment](cfg, lambda message: None)
+
+
 # (where, bad input, callable, exception)
 CASES = [
     ("config", "unknown top-level key", lambda: parse_config({**BASE, "extra": 1}), ConfigError),
@@ -66,12 +84,21 @@ CASES = [
     ("config", "unknown activation", lambda: parse_config(_raw("model", "activation", "softplus")), ConfigError),
     ("config", "unknown scheme", lambda: parse_config(_raw("solver", "scheme", "lax_wendroff")), ConfigError),
     ("config", "missing W and b", lambda: parse_config({"name": "x", "experiment": "moments"}), ConfigError),
+    ("config", "save times not increasing", lambda: parse_config(_raw("solver", "save_at", [2.0, 1.0])),
+     ConfigError),
+    ("config", "W and b of shapes that do not go together",
+     lambda: parse_config({**BASE, "model": {"W": [[1.0, 0.0], [0.0, 1.0]], "b": [0.0]}}), ConfigError),
+    ("config", "data.low >= data.high", lambda: parse_config(_raw("data", "low", 9.0)), ConfigError),
     ("config", "missing file", lambda: load_config("missing.yaml"), ConfigError),
     ("config", "malformed YAML", _malformed_yaml, ConfigError),
     ("--set", "unknown key", lambda: apply_overrides(load_config(FIG1), ["solver.cellz=3"]), ConfigError),
     ("--set", "unknown section", lambda: apply_overrides(load_config(FIG1), ["solvr.cells=3"]), ConfigError),
     ("--set", "no `=`", lambda: apply_overrides(load_config(FIG1), ["cells"]), ConfigError),
     ("--out", "non-empty output folder", _non_empty_out, ConfigError),
+    ("experiment", "fokker_planck with w >= 0 (no steady state)", lambda: _fig9_with("model.W=[[1.0]]"),
+     ConfigError),
+    ("experiment", "a domain of the wrong dimension",
+     lambda: _fig9_with("solver.domain=[[-6.0, 10.0], [0.0, 1.0]]"), ConfigError),
     ("NeuralField", "W not square", lambda: mfj.NeuralField(np.ones((2, 3)), np.zeros(2)), ValueError),
     ("NeuralField", "b of the wrong length", lambda: mfj.NeuralField(np.ones((2, 2)), np.zeros(3)), ValueError),
     ("NeuralField", "unknown activation", lambda: mfj.NeuralField(1.0, 0.0, activation="softplus"), ValueError),
@@ -100,8 +127,14 @@ CASES = [
     ("moment_ode", "NaN diffusion",
      lambda: mfj.moment_ode(-1.0, 0.0, jnp.asarray([1.0, 0.0, 1.0]), jnp.asarray([1.0]), diffusion=np.nan),
      ValueError),
+    ("moment_ode", "NaN weight",
+     lambda: mfj.moment_ode(np.nan, 0.0, jnp.asarray([1.0, 0.0, 1.0]), jnp.asarray([1.0])), ValueError),
+    ("Grid1D.from_samples", "bandwidth <= 0", lambda: GRID.from_samples(jnp.zeros(3), bandwidth=0.0), ValueError),
+    ("solve_pmp", "NaN in the data",
+     lambda: mfj.control.solve_pmp(FIELD, np.array([[np.nan], [0.0]]), np.zeros((2, 1))), ValueError),
     ("steady_state", "singular W", lambda: mfj.steady_state(mfj.NeuralField(0.0, 1.0)), ValueError),
     ("fit", "negative steps", lambda: mfj.fit(jnp.ones(2), jnp.sum, steps=-1, progress=False), ValueError),
+    ("fit", "a checkpoint that exists, without resume", _existing_checkpoint, ValueError),
     ("keep_freed_memory", "threshold below 128 KiB", lambda: mfj.keep_freed_memory(4096), ValueError),
 ]
 
