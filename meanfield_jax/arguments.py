@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["boolean", "concrete_scalar", "finite_values", "interval", "number", "whole_number"]
+__all__ = ["boolean", "concrete_scalar", "finite_values", "interval", "number", "real_values", "whole_number"]
 
 
 def concrete_scalar(x: Any) -> float | None:
@@ -39,13 +39,26 @@ def boolean(value: Any, name: str) -> bool:
     return bool(value)
 
 
+def real_values(x: Any, name: str) -> np.ndarray | None:
+    """A concrete number or array as float values on the host (a TypeError naming it for a string, a bool
+    or what is not a number); None while traced."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    if isinstance(x, str | bytes | bool | np.bool_):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {type(x).__name__}")
+    try:
+        return np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number or an array of numbers, got {type(x).__name__}") from exc
+
+
 def interval(low: Any, high: Any) -> None:
-    """Concrete ``low`` and ``high`` must be finite numbers with low < high (a TypeError or ValueError naming
-    them); traced ones pass."""
-    if isinstance(low, jax.core.Tracer) or isinstance(high, jax.core.Tracer):
+    """Concrete ``low`` and ``high`` (numbers, or arrays of bounds) must be finite with low < high throughout
+    (a TypeError or ValueError naming them); traced ones pass."""
+    lo, hi = real_values(low, "low"), real_values(high, "high")
+    if lo is None or hi is None:
         return
-    lo, hi = number(low, "low"), number(high, "high")
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo < hi)):
         raise ValueError(f"low and high must be finite with low < high, got low={low!r}, high={high!r}")
 
 

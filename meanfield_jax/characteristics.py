@@ -27,15 +27,21 @@ _LOG_SPACE_FROM = 20.0
 
 
 def _arcsinh_of_scaled_sinh(z0: Array, wt: Array) -> Array:
-    """arcsinh(sinh(z0) e^{wt}), also where the product overflows (|z0| + wt beyond ~710 in float64): there
-    it is sign(z0) (log |sinh z0| + wt + log 2)."""
+    """arcsinh(sinh(z0) e^{wt}), also where sinh(z0) or the product overflows (|z0| or |z0| + wt beyond ~710
+    in float64): with u = log |sinh z0| + wt, it is sign(z0) (u + log 2) for u > 20 and
+    sign(z0) arcsinh(e^u) for |z0| > 20; each branch is evaluated at safe inputs where it is not taken, so
+    derivatives stay finite."""
     a = jnp.abs(z0)
     far = a > _LOG_SPACE_FROM
     log_sinh = jnp.where(far, a - math.log(2.0), jnp.log(jnp.sinh(jnp.where(far | (a == 0), 1.0, a))))
-    large = (log_sinh + wt > _LOG_SPACE_FROM) & (a > 0)
-    asymptotic = jnp.sign(z0) * (jnp.where(large, log_sinh + wt, 0.0) + math.log(2.0))
-    direct = jnp.arcsinh(jnp.sinh(jnp.where(large, 0.0, z0)) * jnp.exp(jnp.where(large | (a == 0), 0.0, wt)))
-    return jnp.where(large, asymptotic, direct)
+    u = log_sinh + wt
+    large = (u > _LOG_SPACE_FROM) & (a > 0)
+    logarithmic = far & ~large
+    asymptotic = jnp.sign(z0) * (jnp.where(large, u, 0.0) + math.log(2.0))
+    of_log = jnp.sign(z0) * jnp.arcsinh(jnp.exp(jnp.where(logarithmic, u, 0.0)))
+    growth = jnp.exp(jnp.minimum(jnp.where(large, 0.0, wt), math.log(jnp.finfo(jnp.result_type(wt)).max)))
+    direct = jnp.arcsinh(jnp.sinh(jnp.where(large | far, 0.0, z0)) * growth)
+    return jnp.where(large, asymptotic, jnp.where(logarithmic, of_log, direct))
 
 
 def characteristic(activation: str, w: float, b: float, x0: ArrayLike, t: float) -> Array:

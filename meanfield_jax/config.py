@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 import yaml
 
 from .activations import ACTIVATIONS
+from .field import field_from_parameters
 
 __all__ = ["ConfigError", "ExperimentConfig", "apply_overrides", "load_config", "parse_config", "to_dict"]
 
@@ -254,17 +256,21 @@ def _build(cls, raw: dict, prefix: str):
 
 
 def _check_parameters(model: ModelConfig) -> None:
-    """W is d×d (every layer's) or L×d×d (one per layer), b of the shape (d,) or (L, d) that goes with it."""
+    """W and b of shapes that the model's field takes (:func:`~meanfield_jax.field.field_from_parameters`,
+    checked on shapes alone by jax.eval_shape: nothing is computed)."""
     if model.W is None or model.b is None:
         raise ConfigError("model.W and model.b are required (e.g. W: [[-1.0]], b: [0.0])")
+    got = f"model.W, model.b: got W={model.W!r}, b={model.b!r}"
     try:
         W, b = np.asarray(model.W, dtype=float), np.asarray(model.b, dtype=float)
     except ValueError:  # ragged nesting
-        W = b = None
-    allowed = ("allowed: W a d×d list (every layer's weight) with b a list of d numbers, or W an L×d×d list "
-               "(one weight per layer) with b an L×d list")
-    if W is None or W.ndim not in (2, 3) or W.shape[-1] != W.shape[-2] or b.shape != W.shape[:-1]:
-        raise ConfigError(f"model.W, model.b: got W={model.W!r}, b={model.b!r}; {allowed}")
+        raise ConfigError(f"{got}; allowed: rectangular lists, W d×d (or L×d×d) and b of d (or L×d) "
+                          "numbers") from None
+    try:
+        jax.eval_shape(lambda W, b: field_from_parameters(W, b, model.layers),
+                       jax.ShapeDtypeStruct(W.shape, W.dtype), jax.ShapeDtypeStruct(b.shape, b.dtype))
+    except ValueError as exc:
+        raise ConfigError(f"{got}; allowed: {exc}") from None
 
 
 def parse_config(raw: dict) -> ExperimentConfig:
@@ -278,12 +284,18 @@ def parse_config(raw: dict) -> ExperimentConfig:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one silently)."""
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one silently). A
+    merge key (``<<: *base``) may be overridden, as YAML allows; an unhashable key is left to the loader's
+    own error."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, typing.Hashable):
+                break
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"the key {key!r} is given twice", key_node.start_mark

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from .arguments import interval, number, whole_number
+from .arguments import interval, real_values, whole_number
 
 __all__ = ["TABLE1", "classify_vehicles", "regression_cloud", "table1_lengths", "uniform_density",
            "vehicle_lengths"]
@@ -47,8 +47,9 @@ def regression_cloud(key: PRNGKeyArray, n: int = 5000, noise: float = 0.1, low: 
     """Points (x, y) with x ~ U[low, high] and y = x + ε, ε ~ N(0, noise²); shape (n, 2) (Fig. 5)."""
     n = whole_number(n, "n")
     interval(low, high)
-    if not isinstance(noise, jax.core.Tracer) and not (number(noise, "noise") >= 0 and np.isfinite(noise)):
-        raise ValueError(f"noise must be a finite number >= 0, got noise={noise!r}")
+    values = real_values(noise, "noise")
+    if values is not None and not np.all((values >= 0) & np.isfinite(values)):
+        raise ValueError(f"noise must be finite and >= 0, got noise={noise!r}")
     kx, ke = jax.random.split(key)
     x = jax.random.uniform(kx, (n,), minval=low, maxval=high)
     return jnp.stack([x, x + noise * jax.random.normal(ke, (n,))], axis=1)

@@ -19,9 +19,11 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from .activations import Activation, get_activation
@@ -258,3 +260,12 @@ class NeuralField(AbstractField):
             axis_shape[j] = -1
             z = z + jnp.reshape(W[component, j] * jnp.asarray(c), axis_shape)
         return self.sigma.fn(jnp.broadcast_to(z, tuple(len(c) for c in coords)))
+
+
+def field_from_parameters(W: ArrayLike, b: ArrayLike, num_layers: int, **kwargs: Any) -> NeuralField:
+    """The field of a config's model section: W of shape (L, d, d) is one weight per layer
+    (:class:`NeuralField`, b of shape (L, d) or (d,)), any other W the one layer (W, b) repeated over
+    ``num_layers`` layers (:meth:`NeuralField.constant`). ``kwargs``: T, activation, feedback."""
+    if np.ndim(W) == 3:
+        return NeuralField(W, b, **kwargs)
+    return NeuralField.constant(W, b, num_layers=num_layers, **kwargs)

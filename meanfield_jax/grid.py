@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+from .arguments import concrete_scalar
+
 __all__ = ["Grid1D", "Grid2D"]
 
 
@@ -38,8 +40,8 @@ def _check_axis(lo, hi, n, name: str) -> tuple[float, float, int]:
 def _cell_index(x: Array, axis: Grid1D) -> tuple[Array, Array]:
     """The cell of each coordinate on ``axis`` (x = hi in the last cell, as NumPy's histogram has it), and
     whether it is on the grid at all (not outside [lo, hi], not NaN: a NaN's cell index came out as 0)."""
-    idx = jnp.where(x == axis.hi, axis.n - 1, jnp.floor((x - axis.lo) / axis.dx)).astype(jnp.int32)
-    return idx, (x >= axis.lo) & (x <= axis.hi)
+    idx = jnp.clip(jnp.floor((x - axis.lo) / axis.dx), 0, axis.n - 1)  # x just below hi may round to n
+    return idx.astype(jnp.int32), (x >= axis.lo) & (x <= axis.hi)
 
 
 def _sample_weights(n: int, weights: ArrayLike | None, dtype) -> Array:
@@ -108,7 +110,8 @@ class Grid1D(eqx.Module):
     def project(self, fn: Callable[[Array], Array], order: int = 4) -> Array:
         """Cell averages (1/Δx) ∫_cell fn(x) dx by ``order``-point Gauss–Legendre quadrature."""
         xq, wq = _gauss_nodes(self.faces[:-1], self.dx, order)
-        return jnp.broadcast_to(jnp.asarray(fn(xq)), xq.shape) @ wq  # fn may return a constant
+        values = jnp.asarray(fn(xq))  # a constant, or a batch of functions on leading axes
+        return jnp.broadcast_to(values, jnp.broadcast_shapes(values.shape, xq.shape)) @ wq
 
     def from_samples(self, x: ArrayLike, weights: ArrayLike | None = None, bandwidth: float | None = None):
         """Density of particles x (shape (n,) or (n, 1)) as cell averages, normalised to mass 1 (the
@@ -127,7 +130,8 @@ class Grid1D(eqx.Module):
             idx, inside = _cell_index(x, self)
             counts = jnp.zeros(self.n, w.dtype).at[jnp.where(inside, idx, 0)].add(jnp.where(inside, w, 0.0))
             return counts / self.dx
-        if isinstance(bandwidth, bool) or not (float(bandwidth) > 0 and math.isfinite(float(bandwidth))):
+        h = None if isinstance(bandwidth, bool) else concrete_scalar(bandwidth)  # a traced one passes
+        if isinstance(bandwidth, bool) or (h is not None and not (h > 0 and math.isfinite(h))):
             raise ValueError(f"bandwidth must be a finite number > 0 or None, got bandwidth={bandwidth!r}")
         from jax.scipy.special import ndtr
 

@@ -33,10 +33,6 @@ class OutputExistsError(ConfigError):
     """The output folder already holds results."""
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, text.encode())
-
-
 def versions() -> dict[str, str]:
     """Versions of the packages a result depends on, and the machine."""
     import equinox
@@ -51,9 +47,9 @@ def versions() -> dict[str, str]:
             "platform": platform.platform(), "backend": jax.default_backend()}
 
 
-def prepare_output(out: Path, overwrite: bool) -> bool:
-    """Create ``out`` (return whether it was made here); refuse a non-empty one unless ``overwrite``, and one
-    that cannot be created or written to."""
+def prepare_output(out: Path, overwrite: bool) -> list[Path]:
+    """Create ``out`` and return the folders made for it (``out`` first, then the parents it needed); refuse
+    a non-empty one unless ``overwrite``, and one that cannot be created or written to."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} exists and is not a folder")
@@ -61,7 +57,11 @@ def prepare_output(out: Path, overwrite: bool) -> bool:
         raise OutputExistsError(
             f"--out {out} already holds results; choose a new folder or pass --overwrite to replace them"
         )
-    made = not out.exists()
+    made = []
+    for folder in (out, *out.parents):
+        if folder.exists():
+            break
+        made.append(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -116,33 +116,40 @@ def run_experiment(cfg: ExperimentConfig, out: Path, overwrite: bool = False, qu
         if not quiet:
             print(message, flush=True)
 
-    try:
+    try:  # the experiment, its figures and metrics, all in memory: a failure here writes nothing
         log(f"{cfg.name}: {cfg.description}")
         start = time.perf_counter()
         with jax.enable_x64(cfg.precision == "float64"):
             result = EXPERIMENTS[cfg.experiment](cfg, log)
         wall = time.perf_counter() - start
-    except BaseException:  # nothing was written: leave no empty folder of this run behind
-        if made and not any(out.iterdir()):
-            out.rmdir()
+        unlisted = set(result.figures) - set(FIGURES[cfg.experiment])
+        if unlisted:
+            raise RuntimeError(f"experiment {cfg.experiment!r} drew {sorted(unlisted)}, which FIGURES lacks")
+        files = {"config.yaml": yaml.safe_dump(to_dict(cfg), sort_keys=False).encode()}
+        for name, fig in result.figures.items():
+            if name in wanted:
+                png = io.BytesIO()
+                fig.savefig(png, dpi=cfg.output.dpi, format="png")
+                files[f"{name}.png"] = png.getvalue()
+            close(fig)
+        checks = {name: c.to_json() for name, c in result.checks.items()}
+        metrics = {"experiment": cfg.name, "kind": cfg.experiment, "seed": cfg.seed,
+                   "precision": cfg.precision, "wall_time_s": wall, "versions": versions(),
+                   "passed": all(c["passed"] for c in checks.values()), "checks": checks,
+                   "metrics": result.metrics}
+        files["metrics.json"] = json.dumps(_strict_json(metrics), indent=2, allow_nan=False).encode()
+    except BaseException:  # leave no empty folder of this run behind
+        for folder in made:
+            if folder.exists() and not any(folder.iterdir()):
+                folder.rmdir()
         raise
-    _write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    for name, fig in result.figures.items():
-        if name in wanted:
-            png = io.BytesIO()
-            fig.savefig(png, dpi=cfg.output.dpi, format="png")
-            atomic_write(out / f"{name}.png", png.getvalue())
-            log(f"wrote {out / (name + '.png')}")
-        close(fig)
-    checks = {name: c.to_json() for name, c in result.checks.items()}
-    metrics = {"experiment": cfg.name, "kind": cfg.experiment, "seed": cfg.seed, "precision": cfg.precision,
-               "wall_time_s": wall,
-               "versions": versions(), "passed": all(c["passed"] for c in checks.values()), "checks": checks,
-               "metrics": result.metrics}
-    _write_text(out / "metrics.json", json.dumps(_strict_json(metrics), indent=2, allow_nan=False))
     for name, c in checks.items():
         log(f"  {'PASS' if c['passed'] else 'FAIL'} {name}: {c['value']:.4g} "
             f"(expected {c['expected']:.4g} ± {c['tol']:.3g})")
     log(f"done in {wall:.1f} s; {sum(c['passed'] for c in checks.values())}/{len(checks)} checks passed")
-    _write_text(out / "run.log", "\n".join(lines) + "\n")
+    for name, data in files.items():
+        atomic_write(out / name, data)
+        if name.endswith(".png"):
+            log(f"wrote {out / name}")
+    atomic_write(out / "run.log", ("\n".join(lines) + "\n").encode())
     return metrics

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from jaxtyping import ArrayLike
 from .arguments import whole_number
 from .atomic import atomic_write
 from .field import AbstractField
-from .fokker_planck import solve_fokker_planck
+from .fokker_planck import _discretise, solve_fokker_planck
 from .grid import Grid1D, Grid2D
 from .solution import KineticSolution
 from .timestepping import resolve_save_times
@@ -45,41 +44,31 @@ SOLVERS: dict[str, Callable[..., KineticSolution]] = {
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # in the repr of a function or object: differs between runs
 
 
-def _hash_value(digest, value, depth: int = 0) -> None:
-    """Hash ``value`` by what determines it: its arrays by their bytes, a Python function by its code and the
-    values it closes over, anything else (and the tree's structure) by its repr without memory addresses.
-    Options hashed by their repr alone matched for a different K that is an equinox Module (its repr shows an
-    array's shape, not its values), and never for a function (its repr shows its address)."""
-    leaves, treedef = jax.tree_util.tree_flatten(value)
+def _hash_arrays(digest, tree) -> None:
+    """Hash a pytree by its structure (its repr without memory addresses) and its leaves' values."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
     digest.update(_ADDRESS.sub("", str(treedef)).encode())
     for leaf in leaves:
-        if isinstance(leaf, np.ndarray | np.generic | jax.Array):
-            arr = np.asarray(leaf)
-            digest.update(str((arr.shape, arr.dtype)).encode())
-            digest.update(arr.tobytes())
-        elif isinstance(leaf, types.FunctionType) and depth < 8:
-            code = leaf.__code__
-            digest.update(f"{leaf.__module__}.{leaf.__qualname__}".encode() + code.co_code)
-            digest.update(_ADDRESS.sub("", repr(code.co_consts)).encode())
-            for cell in leaf.__closure__ or ():
-                _hash_value(digest, cell.cell_contents, depth + 1)
-        else:
-            digest.update(_ADDRESS.sub("", repr(leaf)).encode())
+        arr = np.asarray(leaf)
+        digest.update(str((arr.shape, arr.dtype)).encode())
+        digest.update(arr.tobytes() if arr.dtype != object else _ADDRESS.sub("", repr(leaf)).encode())
 
 
 def _fingerprint(solver: str, field, f0, grid, save: np.ndarray, options: dict) -> str:
-    """A hash of everything that determines the result, so a resume cannot mix two problems."""
+    """A hash of everything that determines the result, so a resume cannot mix two problems. A callable
+    diffusion K enters the solve only through its values at the cell centres and faces, and is hashed by
+    those (its repr shows an equinox Module's array shapes, not their values, and a function's address)."""
     digest = hashlib.sha256()
-    for leaf in jax.tree_util.tree_leaves((field, f0)):
-        arr = np.asarray(leaf)
-        digest.update(str((arr.shape, arr.dtype)).encode())
-        digest.update(arr.tobytes())
+    _hash_arrays(digest, (field, f0))
     static = (solver, type(field).__name__, getattr(field, "activation", None), field.T, field.feedback,
               repr(grid), save.tolist())
     digest.update(repr(static).encode())
     for key in sorted(options):
+        value = options[key]
+        if key == "diffusion" and callable(value):
+            value = _discretise(grid, value)[0]
         digest.update(key.encode())
-        _hash_value(digest, options[key])
+        _hash_arrays(digest, value)
     return digest.hexdigest()
 
 
@@ -103,8 +92,8 @@ def solve_streamed(
         folder: where the chunks and the manifest go; it must not exist unless ``resume=True``.
         chunk: save times per chunk (>= 1).
         resume: continue a run recorded in ``folder`` (same problem: checked by a fingerprint of the field,
-            f0, grid, save times and options, arrays by their values and a function K(x) by its code and the
-            values it closes over).
+            f0, grid, save times and options, arrays by their values and a callable K by its values on the
+            grid).
         options: further keyword arguments of the solver (scheme, cfl, diffusion, ...).
 
     Returns:

@@ -66,3 +66,10 @@ def test_tanh_characteristic_where_sinh_times_the_growth_overflows():
                                    np.arcsinh(np.sinh(1.0) * np.exp(wt)), rtol=2e-15)
     grad = jax.grad(lambda x: characteristic("tanh", 1.0, 0.0, x, 710.0))(5.0)
     np.testing.assert_allclose(grad, 1.0 / math.tanh(5.0), rtol=1e-14)
+    # sinh(z0) alone overflows, the product does not: arcsinh(e^{10}/2) = 10 + e^{-20}, to the rounding of
+    # 800 − 790 (1e-13 of 800)
+    np.testing.assert_allclose(characteristic("tanh", -1.0, 0.0, -800.0, 790.0), -(10.0 + math.exp(-20.0)),
+                               rtol=1e-14)
+    # at the threshold z0 = 0 itself ∂X/∂x0 = e^{wt} (a mask of e^{wt} there gave 1)
+    at_threshold = jax.grad(lambda x: characteristic("tanh", 1.0, -5.0, x, 2.0))(5.0)
+    np.testing.assert_allclose(at_threshold, math.exp(2.0), rtol=1e-14)

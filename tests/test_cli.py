@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from meanfield_jax.cli import main
-from meanfield_jax.config import ConfigError, apply_overrides, load_config
+from meanfield_jax.config import ConfigError, apply_overrides, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FIG1 = ROOT / "configs" / "fig1_moments.yaml"
@@ -175,8 +175,8 @@ def test_a_failed_run_leaves_earlier_results_as_they_were(tmp_path, monkeypatch,
     for args in ([], ["--overwrite"]):
         assert main(["run", str(FIG1), "--out", str(out), "--quiet", "--set", "seed=7", *args]) == 2
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert main(["run", str(FIG1), "--out", str(tmp_path / "new"), "--quiet"]) == 2
-    assert not (tmp_path / "new").exists()
+    assert main(["run", str(FIG1), "--out", str(tmp_path / "new" / "deeper"), "--quiet"]) == 2
+    assert not (tmp_path / "new").exists()  # nor the parent made for it
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -194,6 +194,25 @@ def test_an_out_that_cannot_be_made_and_a_run_out_of_memory_exit_2(tmp_path, mon
     assert main(["run", str(FIG1), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "error: out of memory" in err and "model.layers" in err and "Traceback" not in err
+
+
+def test_yaml_merge_keys_and_per_layer_weights_with_one_bias_are_configs(tmp_path, capsys):
+    """The duplicate-key check must let a merge key be overridden, and the W/b rule is the field's own
+    (W of L×1×1 with one bias was refused by a copy of it)."""
+    raw = yaml.safe_load(FIG1.read_text())
+    raw["model"]["W"] = [[[-1.0]], [[-0.5]]]
+    cfg = parse_config(raw)
+    assert cfg.model.W == [[[-1.0]], [[-0.5]]] and cfg.model.b == [0.0]
+    override = _write(tmp_path, FIG1.read_text().replace(
+        "model:   {activation: identity,", "model:   {<<: {T: 2.0, diffusion: 0.5}, activation: identity,"
+    ), "merge.yaml")
+    assert "<<" in override.read_text()
+    cfg = load_config(override)  # the mapping's own T overrides the merged one
+    assert (cfg.model.T, cfg.model.diffusion) == (5.0, 0.5)
+    unhashable = _write(tmp_path, FIG1.read_text() + "\n? [a, b]\n: 1\n", "unhashable.yaml")
+    assert main(["run", str(unhashable), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "found unhashable key" in err and "Traceback" not in err
 
 
 def test_unknown_top_level_key_and_missing_sections(tmp_path, capsys):

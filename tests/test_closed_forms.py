@@ -189,10 +189,14 @@ def test_data_sets_refuse_what_would_give_wrong_samples():
         (lambda: data.vehicle_lengths(key, 3, low=math.nan), "low and high must be finite"),
         (lambda: data.vehicle_lengths(key, -1), "n must be a positive integer, got n=-1"),
         (lambda: data.regression_cloud(key, True), "n must be a positive integer, got n=True"),
-        (lambda: data.regression_cloud(key, 4, noise=math.nan), "noise must be a finite number >= 0"),
+        (lambda: data.regression_cloud(key, 4, noise=math.nan), "noise must be finite and >= 0"),
+        (lambda: data.vehicle_lengths(key, 2, low=np.array([1.0, 3.0]), high=np.array([2.0, 3.0])),
+         "low < high"),
         (lambda: data.uniform_density(2.0, 2.0), "low < high, got low=2.0, high=2.0"),
     ]:
         with pytest.raises(ValueError, match=message):
             call()
     lengths = data.vehicle_lengths(key, np.int64(400), low=2.0, high=8.0)
     assert lengths.shape == (400,) and 2.0 <= float(lengths.min()) and float(lengths.max()) <= 8.0
+    per_vehicle = data.vehicle_lengths(key, 3, low=jnp.arange(1.0, 4.0), high=jnp.arange(2.0, 5.0))
+    assert np.all((np.arange(1.0, 4.0) <= per_vehicle) & (per_vehicle <= np.arange(2.0, 5.0)))

@@ -174,6 +174,18 @@ def test_histograms_of_samples_against_numpy():
         with pytest.raises(ValueError, match=message):
             call()
     np.testing.assert_allclose(grid.project(lambda x: 0.25), np.full(6, 0.25))
+    means = jnp.array([-1.0, 0.0, 1.0])  # a batch of functions on a leading axis
+    batched = grid.project(lambda x: jnp.exp(-((x[None] - means[:, None, None]) ** 2)))
+    np.testing.assert_allclose(batched[1], grid.project(lambda x: jnp.exp(-(x**2))), rtol=1e-15)
+    # float32 samples just below hi, whose cell index rounds to n, are in the last cell
+    just_below = np.nextafter(np.float32(3.0), np.float32(0.0), dtype=np.float32)
+    assert float(jnp.sum(grid.from_samples(jnp.full(4, just_below, jnp.float32))) * grid.dx) == 1.0
+    # a traced bandwidth (under jax.grad) is not refused
+    kde_sum = jax.grad(lambda h: jnp.sum(grid.from_samples(jnp.array([0.2, -0.4]), bandwidth=h) ** 2))
+    h = 1e-6
+    fd = (jnp.sum(grid.from_samples(jnp.array([0.2, -0.4]), bandwidth=0.5 + h) ** 2)
+          - jnp.sum(grid.from_samples(jnp.array([0.2, -0.4]), bandwidth=0.5 - h) ** 2)) / (2 * h)
+    np.testing.assert_allclose(kde_sum(0.5), fd, rtol=1e-7)
 
 
 def test_moment_ode_is_differentiable_in_the_diffusion_and_checks_a_concrete_one():

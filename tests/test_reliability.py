@@ -311,7 +311,8 @@ def _quadratic_diffusion(x):
 def test_streamed_fingerprint_knows_a_diffusion_by_its_values_and_code():
     """The options were hashed by their repr: a K that is an equinox Module with other values had the same
     repr (f64[2]) and resumed another problem's run, and a function's repr holds its address, so a run with
-    K(x) could never be resumed in a new process."""
+    K(x) could never be resumed in a new process. K is now known by its values on the grid: functions of
+    the same bytecode (sin and cos, other defaults) differ, the same function in another process does not."""
     from meanfield_jax.streaming import _fingerprint
 
     grid, field, f0, save = _streaming_problem()
@@ -327,6 +328,8 @@ def test_streamed_fingerprint_knows_a_diffusion_by_its_values_and_code():
     scale = 0.6
     assert closes_over != fingerprint(lambda x: scale * x**2)
     assert fingerprint(lambda x: x**2) != fingerprint(lambda x: x**3)
+    assert fingerprint(lambda x: 0.5 + 0.1 * jnp.sin(x)) != fingerprint(lambda x: 0.5 + 0.1 * jnp.cos(x))
+    assert fingerprint(lambda x, D=0.5: D + x**2) != fingerprint(lambda x, D=2.0: D + x**2)
     script = textwrap.dedent(f"""
         import jax
         jax.config.update("jax_enable_x64", True)

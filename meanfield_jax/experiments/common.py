@@ -8,7 +8,7 @@ import numpy as np
 import optax
 
 from ..config import ConfigError, DataConfig, ExperimentConfig, ModelConfig
-from ..field import NeuralField
+from ..field import NeuralField, field_from_parameters
 
 __all__ = ["field_from_config", "initial_samples", "optimizer_from_config"]
 
@@ -24,9 +24,7 @@ def field_from_config(model: ModelConfig, feedback: float | None = None, **repla
     T = replace.get("T", model.T)
     layers = replace.get("layers", model.layers)
     activation = replace.get("activation", model.activation)
-    if W.ndim == 3:
-        return NeuralField(W, b, activation=activation, T=T, feedback=feedback)
-    return NeuralField.constant(W, b, num_layers=layers, T=T, activation=activation, feedback=feedback)
+    return field_from_parameters(W, b, layers, activation=activation, T=T, feedback=feedback)
 
 
 def initial_samples(data: DataConfig, key: jax.Array, n: int | None = None) -> jax.Array:
