@@ -1,7 +1,8 @@
 """Command line: ``meanfield-jax run CONFIG --out DIR``, ``meanfield-jax list``, ``meanfield-jax bench``.
 
 Errors in configs or arguments, and a config asking for more memory than the machine has, print one message
-and exit with status 2 (no traceback); a run whose checks fail exits with status 1.
+and exit with status 2 (no traceback); a run whose checks fail exits with status 1, as does one that fails
+on the way (one line says why; ``--traceback`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a config value (repeatable), e.g. --set solver.cells=800")
     run.add_argument("--overwrite", action="store_true", help="allow replacing results in a non-empty --out")
     run.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--traceback", action="store_true",
+                     help="show the Python traceback of a run that fails (by default one line says why)")
     lst = sub.add_parser("list", help="list the experiment configs with their descriptions")
     lst.add_argument("--dir", type=Path, default=Path("configs"), help="folder of YAML configs")
     bench = sub.add_parser("bench", help="run the benchmark suite")
@@ -87,13 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `meanfield-jax list | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as exc:  # memory the config asks for and the machine lacks: one line, no traceback
-        if not (isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc)):
-            raise
+    except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"meanfield-jax: error: out of memory ({reason}); reduce the sizes the config asks for "
-              "(model.layers, data.particles, solver.cells)", file=sys.stderr)
-        return 2
+        if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc):  # the config asks too much
+            print(f"meanfield-jax: error: out of memory ({reason}); reduce the sizes the config asks for "
+                  "(model.layers, data.particles, solver.cells)", file=sys.stderr)
+            return 2
+        if args.command != "run" or args.traceback:
+            raise
+        # a value the config checks let through but the experiment cannot handle (a weight so large that
+        # e^{wT} overflows, say): one line; --traceback shows where
+        print(f"meanfield-jax: error: the run failed: {type(exc).__name__}: {reason} (pass --traceback to "
+              "see where)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("meanfield-jax: interrupted; files already written are complete", file=sys.stderr)
         return 130

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -25,6 +26,7 @@ import yaml
 
 from .activations import ACTIVATIONS
 from .field import field_from_parameters
+from .transport import CFL_LIMITS
 
 __all__ = ["ConfigError", "ExperimentConfig", "apply_overrides", "load_config", "parse_config", "to_dict"]
 
@@ -178,9 +180,11 @@ def _is_number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _numbers_nested(v) -> bool:
+def _numbers_nested(v, depth: int = 0) -> bool:
+    """A number, or a non-empty list of them nested at most 3 deep (an L×d×d W; a YAML alias can make a list
+    that holds itself)."""
     if isinstance(v, list):
-        return len(v) > 0 and all(_numbers_nested(x) for x in v)
+        return depth < 3 and len(v) > 0 and all(_numbers_nested(x, depth + 1) for x in v)
     return _is_number(v)
 
 
@@ -277,6 +281,10 @@ def parse_config(raw: dict) -> ExperimentConfig:
     """Validate a parsed YAML mapping and return the typed config."""
     cfg = _build(ExperimentConfig, raw, "")
     _check_parameters(cfg.model)
+    s = cfg.solver
+    if s.kind == "vlasov" and s.scheme in CFL_LIMITS and s.cfl > CFL_LIMITS[s.scheme]:
+        raise ConfigError(f"solver.cfl: got {s.cfl!r}; allowed: a number in (0, {CFL_LIMITS[s.scheme]}] for "
+                          f"scheme {s.scheme!r} (where it keeps the density non-negative)")
     if not cfg.data.low < cfg.data.high:
         low, high = cfg.data.low, cfg.data.high
         raise ConfigError(f"data.low, data.high: got {low!r}, {high!r}; allowed: low < high")
@@ -286,7 +294,7 @@ def parse_config(raw: dict) -> ExperimentConfig:
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one silently). A
     merge key (``<<: *base``) may be overridden, as YAML allows; an unhashable key is left to the loader's
-    own error."""
+    own error. Numbers such as 1e-3 are floats, as in YAML 1.2 (YAML 1.1 wants a dot: 1.0e-3)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -304,6 +312,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(?:\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate a YAML config; a missing file or malformed YAML is a ConfigError naming it."""
     path = Path(path)
@@ -315,6 +328,8 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the config {path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"malformed YAML in {path}: lists nested past the parser's depth") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -334,9 +349,10 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         dotted, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {dotted}: cannot parse the value {text!r}") from None
+            value = yaml.load(text, Loader=_UniqueKeyLoader)
+        except (yaml.YAMLError, RecursionError):  # RecursionError: lists nested past the parser's depth
+            shown = text if len(text) <= 60 else text[:60] + "..."
+            raise ConfigError(f"--set {dotted}: cannot parse the value {shown!r}") from None
         parts = dotted.strip().split(".")
         node = raw
         for i, part in enumerate(parts[:-1]):

@@ -129,6 +129,11 @@ def test_sections_seeds_and_keys_given_twice_exit_2(tmp_path, capsys, text, mess
         ("fig6_regression_2d", "model.W=[[1.0]]", "model.W, model.b: got W=[[1.0]]"),
         ("fig1_moments", "data.kind=table1", "kind: got 'table1'; allowed: uniform, vehicles or"),
         ("fig1_moments", "model.activation=tanh", "model.activation: got 'tanh'; allowed: identity"),
+        ("fig8_novel_target", "data.noise=0", "data.noise: got 0.0; allowed: a number > 0"),
+        ("fig6_regression_2d", "data.kind=gaussian", "data.kind: got 'gaussian'; allowed: regression"),
+        ("fig6_regression_2d", "data.high=5.0", "data.high: got [0.0, 5.0]; allowed: a range inside"),
+        ("fig7_regression_1d", "data.high=3.0", "allowed: a range inside the grid's [-150.0, 2.0]"),
+        ("fig7_regression_1d", "solver.cfl=0.8", "cfl: got 0.8; allowed: a number in (0, 0.5] for scheme"),
     ],
 )
 def test_what_an_experiment_cannot_use_exits_2_before_any_output(tmp_path, capsys, config, override, message):
@@ -178,6 +183,20 @@ def test_a_failed_run_leaves_earlier_results_as_they_were(tmp_path, monkeypatch,
     assert main(["run", str(FIG1), "--out", str(tmp_path / "new" / "deeper"), "--quiet"]) == 2
     assert not (tmp_path / "new").exists()  # nor the parent made for it
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_run_that_fails_on_the_way_says_why_in_one_line(tmp_path, monkeypatch, capsys):
+    def fails(cfg, log):
+        raise FloatingPointError("non-finite loss at step 0")
+
+    _fake_experiment(monkeypatch, fails)
+    assert main(["run", str(FIG1), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("meanfield-jax: error: the run failed: FloatingPointError: non-finite loss at step 0 "
+                   "(pass --traceback to see where)\n")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        main(["run", str(FIG1), "--out", str(tmp_path / "o"), "--quiet", "--traceback"])
 
 
 def test_an_out_that_cannot_be_made_and_a_run_out_of_memory_exit_2(tmp_path, monkeypatch, capsys):
@@ -253,6 +272,7 @@ def test_missing_file_and_unknown_experiment(tmp_path, capsys):
         ("solver.cellz=3", "--set: unknown key 'solver.cellz'"),
         ("solvr.cells=3", "--set: unknown section 'solvr'"),
         ("solver.cells=-1", "solver.cells: got -1"),
+        ("model.W=&a [*a]", "model.W: got [[...]]"),  # a YAML alias of the list itself
         ("cells", "--set expects section.key=value"),
     ],
 )
@@ -269,8 +289,10 @@ def test_argument_errors_exit_2(capsys):
 
 
 def test_overrides_are_typed_and_revalidated():
-    cfg = apply_overrides(load_config(FIG1), ["solver.cells=800", "model.T=2", "model.feedback=null"])
+    cfg = apply_overrides(load_config(FIG1), ["solver.cells=800", "model.T=2", "model.feedback=null",
+                                              "training.learning_rate=1e-3"])
     assert cfg.solver.cells == 800 and cfg.model.T == 2.0 and cfg.model.feedback is None
+    assert cfg.training.learning_rate == 1e-3  # YAML 1.1 read 1e-3 (no dot) as a string
     with pytest.raises(ConfigError, match=r"solver\.cfl"):
         apply_overrides(cfg, ["solver.cfl=0"])
 

@@ -83,7 +83,8 @@ def test_curve_is_the_helix_arc():
 @pytest.mark.parametrize(
     ("config", "override", "message"),
     [
-        ("pmp_bimodal", "solver.scheme=muscl", "solver.kind, solver.scheme"),
+        ("pmp_bimodal", "solver.kind=fokker_planck", "solver.kind, solver.scheme"),
+        ("pmp_bimodal", "solver.scheme=muscl", "solver.cfl: got 0.9; allowed: a number in (0, 0.5]"),
         ("pmp_bimodal", "data.particles=201", "data.particles"),
         ("pmp_bimodal", "data.kind=uniform", "data.kind"),
         ("pmp_bimodal", "model.feedback=-1.0", "model.feedback"),

@@ -24,6 +24,7 @@ from .base import ExperimentResult, Logger, make_key, round_off, stage
 from .common import cdf_at_faces, empirical_cdf_at_faces, field_from_config, initial_samples, w1_between_cdfs
 from .particle_setup import (
     require_activation,
+    require_data_inside,
     require_domain,
     require_scheme,
     require_uniform_data,
@@ -45,6 +46,7 @@ def run_fokker_planck(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     require_uniform_data(cfg)
     require_scheme(cfg, FOKKER_PLANCK_SCHEMES, "Fokker–Planck")
     (lo, hi), cells = require_domain(cfg, 1)[0], cfg.solver.cells
+    require_data_inside(cfg, cfg.solver.domain)
     w, b = scalar_parameters(cfg)
     K = cfg.model.diffusion
     if not w < 0:

@@ -36,7 +36,9 @@ from .common import (
 )
 from .particle_setup import (
     require_activation,
+    require_data_inside,
     require_domain,
+    require_regression_data,
     require_scheme,
     require_uniform_data,
     scalar_parameters,
@@ -66,7 +68,7 @@ def _check_1d(cfg: ExperimentConfig, activations: tuple[str, ...]) -> tuple[floa
     """(w, b) of a 1-D kinetic experiment, after the checks of what its exact push-forward needs."""
     require_activation(cfg, activations, "the checks use its exact characteristics")
     require_uniform_data(cfg)
-    require_domain(cfg, 1)
+    require_data_inside(cfg, require_domain(cfg, 1))
     require_scheme(cfg, TRANSPORT_SCHEMES, "Vlasov")
     return scalar_parameters(cfg)
 
@@ -187,7 +189,9 @@ def run_regression_2d(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     result = ExperimentResult()
     require_activation(cfg, ("identity",), "the checks use the exact affine flow")
     require_scheme(cfg, TRANSPORT_SCHEMES, "Vlasov")
+    require_regression_data(cfg)
     (xlo, xhi), (ylo, yhi) = require_domain(cfg, 2)
+    require_data_inside(cfg, cfg.solver.domain)
     if np.shape(cfg.model.W) != (2, 2):
         raise ConfigError(f"model.W, model.b: got W={cfg.model.W!r}, b={cfg.model.b!r}; allowed: a 2×2 "
                           "weight and 2 biases, the same in every layer (the exact affine flow)")

@@ -21,7 +21,13 @@ from ..transport import SCHEMES as TRANSPORT_SCHEMES
 from ..transport import solve_vlasov
 from .base import ExperimentResult, Logger, make_key, round_off, stage
 from .common import field_from_config, initial_samples
-from .particle_setup import require_activation, require_domain, require_scheme, scalar_parameters
+from .particle_setup import (
+    require_activation,
+    require_data_inside,
+    require_domain,
+    require_scheme,
+    scalar_parameters,
+)
 
 __all__ = ["run_moments"]
 
@@ -51,7 +57,7 @@ def run_moments(cfg: ExperimentConfig, log: Logger) -> ExperimentResult:
     require_activation(cfg, ("identity",), "the exact moment laws are those of the drift w x + b")
     w, b = scalar_parameters(cfg)
     if cfg.solver.kind == "vlasov":
-        require_domain(cfg, 1)
+        require_data_inside(cfg, require_domain(cfg, 1))
         require_scheme(cfg, TRANSPORT_SCHEMES, "Vlasov")
     x0 = initial_samples(cfg.data, make_key(cfg.seed), n=min(cfg.data.particles, 2000) if cfg.quick else None)
     beta = -1.0 if cfg.model.feedback is None else cfg.model.feedback

@@ -9,8 +9,8 @@ import numpy as np
 from ..config import ConfigError, ExperimentConfig
 
 __all__ = [
-    "require_activation", "require_domain", "require_scheme", "require_uniform_data", "save_stride",
-    "scalar_parameters",
+    "require_activation", "require_data_inside", "require_domain", "require_regression_data",
+    "require_scheme", "require_uniform_data", "save_stride", "scalar_parameters",
 ]
 
 
@@ -40,6 +40,27 @@ def require_domain(cfg: ExperimentConfig, dims: int) -> list:
         raise ConfigError(f"solver.domain: got {domain!r}; allowed: {dims} [lo, hi] pair{'s' * (dims > 1)}, "
                           f"the {dims}-D grid of experiment {cfg.experiment!r}, e.g. {example}")
     return domain
+
+
+def require_data_inside(cfg: ExperimentConfig, domain: list) -> None:
+    """[data.low, data.high] must lie in each [lo, hi] of ``domain`` (the grid the PDE's initial density is
+    put on; outside it the density was cut, and the run ended in NaN checks after its work)."""
+    low, high = cfg.data.low, cfg.data.high
+    for lo, hi in domain:
+        if not (lo <= low and high <= hi):
+            raise ConfigError(f"data.low, data.high: got [{low}, {high}]; allowed: a range inside the grid's "
+                              f"[{lo}, {hi}] (solver.domain {domain!r})")
+
+
+def require_regression_data(cfg: ExperimentConfig) -> None:
+    """The regression cloud x ~ U[low, high], y = x + noise ε, with noise > 0 (the experiment divides by it:
+    a Gaussian's width, an OLS covariance; 0 failed in the figure's Cholesky factor after the whole run)."""
+    if cfg.data.kind != "regression":
+        raise ConfigError(f"data.kind: got {cfg.data.kind!r}; allowed: regression (x ~ U[low, high], "
+                          "y = x + noise ε)")
+    if not cfg.data.noise > 0:
+        raise ConfigError(f"data.noise: got {cfg.data.noise!r}; allowed: a number > 0 (experiment "
+                          f"{cfg.experiment!r} divides by it)")
 
 
 def require_scheme(cfg: ExperimentConfig, schemes: tuple[str, ...], equation: str) -> str:

@@ -43,7 +43,7 @@ from ..training import fit
 from .base import ExperimentResult, Logger, make_key, round_off, stage
 from .common import field_from_config, optimizer_from_config
 from .euler_error import affine_flow_error_bound, growth_defect, observed_order
-from .particle_setup import require_activation, save_stride, scalar_parameters
+from .particle_setup import require_activation, require_regression_data, save_stride, scalar_parameters
 
 __all__ = ["run_novel_target", "run_regression_data"]
 
@@ -57,9 +57,7 @@ OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "SGD", "lbfgs": "L-BFGS"}
 
 
 def _regression_data(cfg: ExperimentConfig, n_quick: int) -> jax.Array:
-    if cfg.data.kind != "regression":
-        raise ConfigError(f"data.kind: got {cfg.data.kind!r}; allowed: regression (x ~ U[low, high], "
-                          "y = x + noise ε)")
+    require_regression_data(cfg)
     n = min(cfg.data.particles, n_quick) if cfg.quick else cfg.data.particles
     if n < 3:
         raise ConfigError(f"data.particles: got {n}; allowed: an integer >= 3 (a least-squares line and its "
