@@ -60,7 +60,7 @@ from .kinetic_common import (
     with_wall_faces,
 )
 from .solution import KineticSolution
-from .timestepping import integrate
+from .timestepping import ADJOINTS, integrate, non_finite_message, ran_out_message
 from .transport import (
     _Config,
     cfl_time_step,
@@ -239,7 +239,9 @@ def _solve_sharded(
     dt_max: Array | None = None,
 ) -> KineticSolution:
     """The time loop of solve_vlasov with the right-hand side of :func:`_sharded_rhs` (``dt_max`` as in
-    :func:`meanfield_jax.transport._solve`)."""
+    :func:`meanfield_jax.transport._solve`), and whether it ran out of steps or became non-finite: raised by
+    the caller, not from the program (a device raising in a check's callback while the others waited in the
+    halo exchange hung, then aborted the process)."""
     save = np.asarray(save_at)
     if dt_max is None:
         dt_max = cfl_time_step(field, grid, config.boundary, config.cfl, save[-1])
@@ -258,11 +260,13 @@ def _solve_sharded(
     f0 = _split_rows(f0, mesh, axis)
     state0 = (f0, jnp.zeros(4, f0.dtype))
     (f, outflow), info = integrate(
-        step, state0, save, dt_max, layer_stops(field), max_steps=steps, adjoint=config.adjoint
+        step, state0, save, dt_max, layer_stops(field), max_steps=steps, adjoint=config.adjoint,
+        runtime_checks=False,
     )
-    return KineticSolution(
+    solution = KineticSolution(
         ts=jnp.asarray(save, f0.dtype), f=f, grid=grid, outflow=outflow, num_steps=info["num_steps"]
     )
+    return solution, info["ran_out"], info["non_finite"]
 
 
 def sharded_vlasov_2d(
@@ -299,7 +303,10 @@ def sharded_vlasov_2d(
         TypeError: a field, grid, f0, cfl or mesh of the wrong type.
         ValueError: anything solve_vlasov rejects; a scheme not in SHARDED_SCHEMES; an axis_name the mesh
             lacks; nx not a multiple of the devices along it, or fewer than 2 rows per device; a field
-            that maps the data between layers.
+            that maps the data between layers; adjoint="forward".
+        RuntimeError (after the solve, as solve_vlasov's runtime errors): the time loop ran out of
+            max_steps, or the solution became non-finite. Under jax.jit or jax.grad they cannot be raised:
+            the states of a loop that ran out are NaN, and so are its derivatives.
     """
     validate_field_and_grid(field, grid)
     if not isinstance(grid, Grid2D):
@@ -316,9 +323,24 @@ def sharded_vlasov_2d(
             f"field of type {type(field).__name__} maps the data between layers (enter_layer); "
             "sharded_vlasov_2d supports fields without such a map: use solve_vlasov"
         )
+    if adjoint == "forward":
+        raise ValueError(f"adjoint={adjoint!r} is not available split over devices; allowed: "
+                         f"{', '.join(map(repr, ADJOINTS))}")
     f0, config, save, steps, _, dt_max = prepare_vlasov(
         field, f0, grid, t_final, save_at, scheme, limiter, cfl, boundary, time_stepper, max_steps, adjoint,
         schemes=SHARDED_SCHEMES,
     )
+    if not isinstance(f0, jax.core.Tracer):  # wherever f0 was committed, it goes to the mesh's devices
+        f0 = jax.device_put(f0, NamedSharding(mesh, PartitionSpec(axis, None)))
     save_times = tuple(float(s) for s in save)
-    return _solve_sharded(field, f0, grid, save_times, config, steps, mesh, axis, dt_max)
+    solution, ran_out, non_finite = _solve_sharded(
+        field, f0, grid, save_times, config, steps, mesh, axis, dt_max
+    )
+    if isinstance(ran_out, jax.core.Tracer):  # under jit or grad: NaN states and derivatives tell instead
+        return solution
+    if bool(ran_out):
+        raise RuntimeError(ran_out_message(steps))
+    first = int(non_finite)
+    if first >= 0:
+        raise RuntimeError(non_finite_message([t for t in save_times if t > 0.0][first]))
+    return solution

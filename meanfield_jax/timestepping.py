@@ -157,6 +157,7 @@ def integrate(
     self_masking: bool = False,
     copy_states: bool = False,
     piece_constant: Callable[[Array], Any] | None = None,
+    runtime_checks: bool = True,
 ) -> tuple[Any, dict]:
     """Advance ``state0`` from t0 and return ``saved(state)`` at ``save_at`` (stacked on a leading axis).
 
@@ -184,9 +185,15 @@ def integrate(
             ``step(state, t, dt[, full], q)``, so that a quantity fixed on a layer (its flux coefficients) is
             computed once per piece and, in reverse mode, its cotangent summed inside the piece rather than
             carried from step to step.
+        runtime_checks: raise running out of steps and a non-finite solution from inside the compiled
+            program (``eqx.error_if``). False leaves the raising to the caller: ``info`` then holds
+            ``ran_out`` and ``non_finite`` (the first save interval whose state is not finite, or −1), and
+            the saved states are NaN if the loop ran out. A program split over devices needs this: one
+            device raising in its callback while the others waited in a collective hung, then aborted.
 
     Returns:
-        The saved parts, and ``{"num_steps": steps taken, "max_steps": steps per interval}``.
+        The saved parts, and ``{"num_steps": steps taken, "max_steps": steps per interval}`` (with
+        ``ran_out`` and ``non_finite`` if not ``runtime_checks``).
     """
     check_adjoint(adjoint)
     save_at = np.asarray(save_at, dtype=float)
@@ -296,27 +303,37 @@ def integrate(
     (_, _, count), (kept, reached) = jax.lax.scan(interval, init, xs)
     ran_out = jnp.any(reached != jnp.asarray(targets, dtype))
     kept = _nan_derivatives_if(kept, ran_out)
-    # The checks act on a scalar zero that is then added to the saved states, so that they run whenever a
-    # state is used. Given the states themselves, a check's callback pinned them to one device: a solve on
-    # a grid split over devices gathered and all-reduced every saved density (seen in the compiled program).
-    check = eqx.error_if(
-        jnp.zeros((), dtype),
-        ran_out,
-        f"the time loop ran out of steps (max_steps={n_inner} per save interval): pass a larger max_steps",
-    )
     bad = jnp.stack([jnp.any(~jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim)))
                      for leaf in jax.tree_util.tree_leaves(kept)]).any(axis=0)
-    check = eqx.branched_error_if(
-        check,
-        jnp.any(bad),
-        jnp.argmax(bad),
-        [f"the solution became non-finite (NaN or inf) before t = {t:g}: reduce cfl (or the time step), "
-         "and check that the weights, biases and diffusion are finite and of moderate size" for t in targets],
-    )
-    kept = jax.tree_util.tree_map(lambda leaf: leaf + check.astype(leaf.dtype), kept)
+    info = {"num_steps": count, "max_steps": n_inner}
+    if runtime_checks:
+        # The checks act on a scalar zero that is then added to the saved states, so that they run whenever
+        # a state is used. Given the states themselves, a check's callback pinned them to one device: a solve
+        # on a grid split over devices gathered and all-reduced every saved density (seen in the compiled
+        # program).
+        check = eqx.error_if(jnp.zeros((), dtype), ran_out, ran_out_message(n_inner))
+        check = eqx.branched_error_if(
+            check, jnp.any(bad), jnp.argmax(bad), [non_finite_message(t) for t in targets]
+        )
+        kept = jax.tree_util.tree_map(lambda leaf: leaf + check.astype(leaf.dtype), kept)
+    else:
+        kept = jax.tree_util.tree_map(lambda leaf: jnp.where(ran_out, jnp.nan, leaf), kept)
+        info |= {"ran_out": ran_out, "non_finite": jnp.where(jnp.any(bad), jnp.argmax(bad), -1)}
     if save_at[0] == t0:
         kept = jax.tree_util.tree_map(lambda s0, s: jnp.concatenate([s0[None], s]), saved(state0), kept)
-    return kept, {"num_steps": count, "max_steps": n_inner}
+    return kept, info
+
+
+def ran_out_message(max_steps: int) -> str:
+    """The error of a time loop that ran out of steps."""
+    return (f"the time loop ran out of steps (max_steps={max_steps} per save interval): pass a larger "
+            "max_steps")
+
+
+def non_finite_message(t: float) -> str:
+    """The error of a solution that became non-finite before the save time t."""
+    return (f"the solution became non-finite (NaN or inf) before t = {t:g}: reduce cfl (or the time step), "
+            "and check that the weights, biases and diffusion are finite and of moderate size")
 
 
 def landing_times(targets: list[float], layer_stops: list[float], t0: float) -> list[float]:

@@ -217,6 +217,19 @@ CHILD = textwrap.dedent(
         out["indivisible_error"] = None
     except ValueError as exc:
         out["indivisible_error"] = str(exc)
+
+    # a runtime check that fails: raised after the solve (a callback raising on one device while the others
+    # waited in the halo exchange hung for 40 s, then aborted the process); an f0 committed to a device
+    small = mfj.Grid2D((-2.0, 2.0, 16), (-2.0, 2.0, 4))
+    contracting = mfj.NeuralField(-jnp.eye(2), jnp.zeros(2), activation="identity", T=0.5)
+    try:
+        sharded_vlasov_2d(contracting, jnp.full(small.shape, 1e308), small, mesh)
+        out["overflow_error"] = None
+    except RuntimeError as exc:
+        out["overflow_error"] = str(exc)
+    ones = jnp.ones(small.shape)
+    committed = sharded_vlasov_2d(contracting, jax.device_put(ones, jax.devices()[3]), small, mesh).f
+    out["committed_f0"] = relative(committed, mfj.solve_vlasov(contracting, ones, small).f)
     print("RESULT " + json.dumps(out))
     """
 )
@@ -318,6 +331,12 @@ def test_explicit_mesh_axes_give_the_single_device_results(eight_devices):
         assert difference < ROUND_OFF, (name, difference)
 
 
+def test_a_failed_runtime_check_is_raised_and_f0_may_sit_on_any_device(eight_devices):
+    message = eight_devices["overflow_error"]
+    assert message.startswith("the solution became non-finite (NaN or inf) before t = 0.5:")
+    assert eight_devices["committed_f0"] < ROUND_OFF
+
+
 def test_sharded_vlasov_rejects_rows_not_divisible_by_the_devices(eight_devices):
     message = eight_devices["indivisible_error"]
     assert message is not None and "nx=20" in message and "8 devices" in message
@@ -344,6 +363,7 @@ def test_one_device_mesh_wraps_the_periodic_halo_onto_itself():
         ({"grid": mfj.Grid1D(0.0, 1.0, 8), "field": mfj.NeuralField(1.0, 0.0)}, TypeError, "Grid2D"),
         ({"boundary": "reflect"}, ValueError, "boundary='reflect'"),
         ({"cfl": 0.9}, ValueError, "cfl=0.9"),
+        ({"adjoint": "forward"}, ValueError, "adjoint='forward' is not available split over devices"),
     ],
 )
 def test_sharded_vlasov_rejects_bad_arguments(kwargs, error, words):
@@ -352,6 +372,18 @@ def test_sharded_vlasov_rejects_bad_arguments(kwargs, error, words):
             "mesh": particle_mesh(jax.devices()[:1])}
     with pytest.raises(error, match=words.replace("(", r"\(").replace(".", r"\.")):
         sharded_vlasov_2d(**{**args, **kwargs})
+
+
+def test_running_out_of_steps_split_over_devices():
+    """A concrete field's count is checked before the solve; under jax.jit, where the count is not known and
+    the runtime check is not compiled into the split program, the states of the loop that ran out are NaN."""
+    grid = mfj.Grid2D((-2.0, 2.0, 8), (-2.0, 2.0, 4))
+    field = mfj.NeuralField(-jnp.eye(2), jnp.zeros(2), activation="tanh", T=0.5)
+    mesh = particle_mesh(jax.devices()[:1])
+    with pytest.raises(ValueError, match="max_steps=2 is too small"):
+        sharded_vlasov_2d(field, jnp.ones(grid.shape), grid, mesh, max_steps=2)
+    f = jax.jit(lambda fl: sharded_vlasov_2d(fl, jnp.ones(grid.shape), grid, mesh, max_steps=2).f)(field)
+    assert np.all(np.isnan(np.asarray(f[1:]))) and np.all(np.asarray(f[0]) == 1.0)
 
 
 def test_shard_particles_rejects_a_count_the_devices_do_not_divide():
