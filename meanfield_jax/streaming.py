@@ -16,8 +16,10 @@ import io
 import json
 import os
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -102,6 +104,12 @@ def solve_streamed(
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver={solver!r}; allowed values: {', '.join(map(repr, SOLVERS))}")
     chunk = whole_number(chunk, "chunk")
+    fixed = sorted({"t0", "t_final"} & set(options))
+    if fixed:
+        raise ValueError(f"{', '.join(fixed)} cannot be options of solve_streamed: the times are save_at's, "
+                         "and each chunk starts at the previous one's last")
+    if np.size(save_at) == 0:
+        raise ValueError("save_at needs at least two times (a start and an end), got none")
     save = resolve_save_times(None, save_at, field.T, t0=float(np.asarray(save_at).ravel()[0]))
     if save.size < 2:
         raise ValueError(f"save_at needs at least two times (a start and an end), got {save.tolist()}")
@@ -111,16 +119,15 @@ def solve_streamed(
     if folder.exists() and not resume:
         raise FileExistsError(f"{folder} exists: pass resume=True to continue it, or choose a new folder")
     if resume and manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
+        manifest = _read(manifest_path, lambda p: json.loads(p.read_text()))
         if manifest["fingerprint"] != fingerprint:
             raise ValueError(f"{folder} holds a different problem (field, f0, grid, save_at or options "
                              "differ); cannot resume it")
-    else:
-        folder.mkdir(parents=True, exist_ok=resume)
+    else:  # the folder is made with the first chunk, after the solver has checked its arguments
         manifest = {"solver": solver, "fingerprint": fingerprint, "save_at": save.tolist(), "chunks": []}
     done = len(manifest["chunks"])
     if done:
-        last = np.load(folder / manifest["chunks"][-1])
+        last = _read(folder / manifest["chunks"][-1], _chunk)
         f, start, outflow = jnp.asarray(last["f"][-1]), int(last["index"][-1]), last["outflow"][-1]
     else:
         f, start, outflow = jnp.asarray(f0), 0, None
@@ -132,6 +139,7 @@ def solve_streamed(
         first = 0 if start == 0 else 1  # a later chunk starts at the previous chunk's last time
         name = f"chunk_{done:05d}.npz"
 
+        folder.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         np.savez(buffer, ts=np.asarray(sol.ts)[first:], f=np.asarray(sol.f)[first:], outflow=out[first:],
                  index=np.arange(start + first, stop + 1), num_steps=int(sol.num_steps))
@@ -142,13 +150,34 @@ def solve_streamed(
     return load_streamed(folder, grid)
 
 
+def _read(path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)``, or a ValueError naming a file that is missing or damaged."""
+    try:
+        return read(path)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path} is missing or damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _chunk(path: Path) -> dict:
+    with np.load(path) as data:
+        return {key: data[key] for key in ("ts", "f", "outflow", "index", "num_steps")}
+
+
 def load_streamed(folder: str | os.PathLike, grid: Grid1D | Grid2D) -> KineticSolution:
-    """The solution stored by :func:`solve_streamed` in ``folder`` (all chunks written so far)."""
+    """The solution stored by :func:`solve_streamed` in ``folder`` (all chunks written so far). A missing or
+    damaged file, chunks out of order, or densities not of ``grid``'s shape are a ValueError naming them."""
     folder = Path(folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    parts = [np.load(folder / name) for name in manifest["chunks"]]
+    manifest = _read(folder / "manifest.json", lambda p: json.loads(p.read_text()))
+    parts = [_read(folder / name, _chunk) for name in manifest["chunks"]]
     if not parts:
         raise ValueError(f"{folder} holds no finished chunk yet")
+    for name, part in zip(manifest["chunks"], parts):
+        if part["f"].shape[1:] != grid.shape:
+            shape = part["f"].shape[1:]
+            raise ValueError(f"{folder / name} holds densities of shape {shape}, not the grid's {grid.shape}")
+    index = np.concatenate([p["index"] for p in parts])
+    if not np.array_equal(index, np.arange(index[0], index[0] + index.size)):
+        raise ValueError(f"{folder / 'manifest.json'} lists its chunks out of order or twice")
     return KineticSolution(
         ts=jnp.asarray(np.concatenate([p["ts"] for p in parts])),
         f=jnp.asarray(np.concatenate([p["f"] for p in parts])),

@@ -287,6 +287,36 @@ def test_streamed_solve_equals_one_solve_and_resumes_after_an_interruption(tmp_p
                                  boundary="outflow")
 
 
+def test_a_streamed_solve_refused_by_the_solver_leaves_no_folder(tmp_path):
+    """The folder was made before the solver checked its arguments, so the corrected call was refused
+    ("exists: pass resume=True")."""
+    from meanfield_jax import streaming
+
+    grid, field, f0, save = _streaming_problem()
+    with pytest.raises(ValueError, match="unknown scheme='weno'"):
+        streaming.solve_streamed("vlasov", field, f0, grid, save, tmp_path / "run", scheme="weno")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="t0 cannot be options of solve_streamed"):
+        streaming.solve_streamed("vlasov", field, f0, grid, save, tmp_path / "run", t0=0.5)
+    with pytest.raises(ValueError, match="got none"):
+        streaming.solve_streamed("vlasov", field, f0, grid, [], tmp_path / "run")
+    sol = streaming.solve_streamed("vlasov", field, f0, grid, save, tmp_path / "run", chunk=6)
+    assert sol.f.shape[0] == len(save)
+
+
+def test_load_streamed_names_a_damaged_file_and_a_grid_of_another_shape(tmp_path):
+    """A damaged chunk gave a bare EOFError or BadZipFile, and another grid was taken silently (mass x2)."""
+    from meanfield_jax import streaming
+
+    grid, field, f0, save = _streaming_problem()
+    streaming.solve_streamed("vlasov", field, f0, grid, save, tmp_path / "run", chunk=6)
+    with pytest.raises(ValueError, match=r"holds densities of shape \(60,\), not the grid's \(30,\)"):
+        streaming.load_streamed(tmp_path / "run", mfj.Grid1D(-3.0, 3.0, 30))
+    (tmp_path / "run" / "chunk_00001.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"chunk_00001\.npz is missing or damaged"):
+        streaming.load_streamed(tmp_path / "run", grid)
+
+
 def test_streamed_fokker_planck_matches_one_solve(tmp_path):
     from meanfield_jax import streaming
 
