@@ -45,11 +45,11 @@ def real_values(x: Any, name: str) -> np.ndarray | None:
     if isinstance(x, jax.core.Tracer):
         return None
     if isinstance(x, str | bytes | bool | np.bool_):
-        raise TypeError(f"{name} must be a number or an array of numbers, got {type(x).__name__}")
+        raise TypeError(f"{name} must be a real number or array, got {type(x).__name__}")
     try:
         return np.asarray(x, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a number or an array of numbers, got {type(x).__name__}") from exc
+        raise TypeError(f"{name} must be a real number or array, got {type(x).__name__}") from exc
 
 
 def interval(low: Any, high: Any) -> None:

@@ -18,11 +18,23 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "termination_deferred"]
+__all__ = ["atomic_write", "termination_deferred", "writable_folder"]
 
 _TERMINATION_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
+
+
+def writable_folder(folder: str | os.PathLike) -> str | None:
+    """Make ``folder`` (and its parents) if needed; why it cannot be made or written to, or None if it can
+    (checked before work whose result would go there, not at its first write)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror or exc})"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "is not writable"
+    return None
 
 
 @contextlib.contextmanager

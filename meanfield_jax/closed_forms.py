@@ -28,12 +28,11 @@ N(μ, s²) is reached with w = −K/s², b = K μ/s².
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
-from .arguments import finite_values, whole_number
+from .arguments import finite_values, real_values, whole_number
 
 __all__ = [
     "asymptotic_energy_bias",
@@ -70,19 +69,8 @@ def _log1p_over(u: Array) -> Array:
 
 
 # ---- validation of concrete inputs (traced values pass unchecked) ------------------------------------
-def _concrete(value, name: str) -> np.ndarray | None:
-    if isinstance(value, jax.core.Tracer):
-        return None
-    if isinstance(value, str | bytes | bool | np.bool_):  # a bool would count as 0 or 1
-        raise TypeError(f"{name} must be a real number or array, got {type(value).__name__}")
-    try:
-        return np.asarray(value, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a real number or array, got {type(value).__name__}") from exc
-
-
 def _require(value, name: str, condition, allowed: str) -> None:
-    arr = _concrete(value, name)
+    arr = real_values(value, name)
     if arr is not None and not np.all(np.isfinite(arr) & condition(arr)):
         raise ValueError(f"{name} must be {allowed}, got {name}={value!r}")
 

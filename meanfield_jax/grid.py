@@ -130,7 +130,7 @@ class Grid1D(eqx.Module):
             idx, inside = _cell_index(x, self)
             counts = jnp.zeros(self.n, w.dtype).at[jnp.where(inside, idx, 0)].add(jnp.where(inside, w, 0.0))
             return counts / self.dx
-        h = None if isinstance(bandwidth, bool) else concrete_scalar(bandwidth)  # a traced one passes
+        h = concrete_scalar(bandwidth)  # None while traced: not checked
         if isinstance(bandwidth, bool) or (h is not None and not (h > 0 and math.isfinite(h))):
             raise ValueError(f"bandwidth must be a finite number > 0 or None, got bandwidth={bandwidth!r}")
         from jax.scipy.special import ndtr

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import jax
 import yaml
 
-from .atomic import atomic_write
+from .atomic import atomic_write, writable_folder
 from .config import ConfigError, ExperimentConfig, to_dict
 
 __all__ = ["OutputExistsError", "run_experiment", "versions"]
@@ -62,12 +61,9 @@ def prepare_output(out: Path, overwrite: bool) -> list[Path]:
         if folder.exists():
             break
         made.append(folder)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputExistsError(f"--out {out} cannot be created: {exc.strerror or exc}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise OutputExistsError(f"--out {out} is not writable")
+    problem = writable_folder(out)
+    if problem:
+        raise OutputExistsError(f"--out {out} {problem}")
     return made
 
 

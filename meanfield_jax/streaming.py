@@ -119,7 +119,7 @@ def solve_streamed(
     if folder.exists() and not resume:
         raise FileExistsError(f"{folder} exists: pass resume=True to continue it, or choose a new folder")
     if resume and manifest_path.exists():
-        manifest = _read(manifest_path, lambda p: json.loads(p.read_text()))
+        manifest = _read(manifest_path, _manifest)
         if manifest["fingerprint"] != fingerprint:
             raise ValueError(f"{folder} holds a different problem (field, f0, grid, save_at or options "
                              "differ); cannot resume it")
@@ -158,6 +158,10 @@ def _read(path: Path, read: Callable[[Path], Any]) -> Any:
         raise ValueError(f"{path} is missing or damaged ({type(exc).__name__}: {exc})") from None
 
 
+def _manifest(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
 def _chunk(path: Path) -> dict:
     with np.load(path) as data:
         return {key: data[key] for key in ("ts", "f", "outflow", "index", "num_steps")}
@@ -167,7 +171,7 @@ def load_streamed(folder: str | os.PathLike, grid: Grid1D | Grid2D) -> KineticSo
     """The solution stored by :func:`solve_streamed` in ``folder`` (all chunks written so far). A missing or
     damaged file, chunks out of order, or densities not of ``grid``'s shape are a ValueError naming them."""
     folder = Path(folder)
-    manifest = _read(folder / "manifest.json", lambda p: json.loads(p.read_text()))
+    manifest = _read(folder / "manifest.json", _manifest)
     parts = [_read(folder / name, _chunk) for name in manifest["chunks"]]
     if not parts:
         raise ValueError(f"{folder} holds no finished chunk yet")

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 from .arguments import boolean, whole_number
-from .atomic import atomic_write, termination_deferred
+from .atomic import atomic_write, termination_deferred, writable_folder
 from .dispatch import filter_jit
 
 __all__ = ["FitResult", "NonFiniteError", "fit"]
@@ -172,13 +172,9 @@ def _check_checkpoint_path(path: str, resume: bool) -> None:
     if os.path.isdir(path):
         raise ValueError(f"checkpoint {path!r} is a folder; allowed: a file path")
     folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise ValueError(f"checkpoint {path!r}: its folder cannot be created ({reason})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"checkpoint {path!r}: its folder {folder!r} is not writable")
+    problem = writable_folder(folder)
+    if problem:
+        raise ValueError(f"checkpoint {path!r}: its folder {problem}: {folder}")
     if not resume and (os.path.exists(path) or os.path.exists(_sidecar(path))):
         raise ValueError(f"checkpoint {path!r} already exists: pass resume=True to continue from it, or "
                          "choose a new path (an earlier run's checkpoint is never replaced)")
